@@ -1,0 +1,66 @@
+"""Developer tasks. `nox -s tests` is the one command that runs the whole test suite.
+
+Every session that talks to a livekit-server builds it first (cached in
+`.cache/livekit-server/`) and runs inside lkkit's loopback sandbox, so WebRTC media
+never leaves 127.0.0.0/8.
+"""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.reuse_existing_virtualenvs = True
+nox.options.sessions = ["lint", "typecheck", "tests"]
+
+
+def _install(session: nox.Session, extras: str = "test") -> None:
+    session.install("-e", f".[{extras}]")
+
+
+def _in_sandbox(session: nox.Session, *command: str) -> None:
+    session.run("python", "-m", "lkkit.testing", "install-server")
+    session.run("python", "-m", "lkkit.testing", "sandbox", "--", *command)
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """The whole test suite against a real livekit-server."""
+    _install(session)
+    _in_sandbox(session, "python", "-m", "pytest", *session.posargs)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff: lint and formatting."""
+    session.install("ruff>=0.8")
+    session.run("ruff", "check", "src", "tests", "benchmarks", "examples", "noxfile.py")
+    session.run("ruff", "format", "--check", "src", "tests", "benchmarks", "examples", "noxfile.py")
+
+
+@nox.session
+def typecheck(session: nox.Session) -> None:
+    """mypy --strict on the library and its tests."""
+    _install(session)
+    session.install("mypy>=1.13")
+    session.run("mypy", "--strict", "src", "tests")
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """Build the documentation with mkdocs --strict."""
+    _install(session, "dev")
+    session.run("mkdocs", "build", "--strict", "--site-dir", "site")
+
+
+@nox.session
+def demo(session: nox.Session) -> None:
+    """Start a local server; two sessions join a room, one sends a message, both leave."""
+    _install(session)
+    _in_sandbox(session, "python", "examples/demo.py")
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Benchmarks: lkkit against the raw SDK in the same run, ratios printed."""
+    _install(session)
+    _in_sandbox(session, "python", "-m", "benchmarks", *session.posargs)

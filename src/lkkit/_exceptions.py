@@ -1,0 +1,292 @@
+"""lkkit's exceptions, all in one tree.
+
+```
+LkkitError
+├── ConfigurationError (ValueError)         bad option values, caught before use
+├── TokenError (ValueError)
+│   ├── InvalidGrant                         a grant combination that cannot be signed
+│   ├── InvalidCredentials                   empty API key or secret
+│   └── TokenVerificationError
+│       ├── TokenExpired
+│       ├── TokenSignatureInvalid
+│       └── TokenMalformed
+├── ConnectError (ConnectionError)           joining a room failed
+│   ├── ServerUnreachable                    nothing answered at the URL
+│   ├── ConnectionRejected (PermissionError) the server refused the token
+│   └── ConnectTimeout (TimeoutError)        no answer within the connect timeout
+├── NotConnected (RuntimeError)              the session is not (or no longer) connected
+├── SessionStateError (RuntimeError)         a session opened twice, or used after close
+├── PublishError                             the SDK refused to publish (data, track, DTMF)
+├── DataError
+│   ├── DataTooLarge (ValueError)            payload over the packet limit (lossy)
+│   └── DataPermissionDenied (PermissionError)  no canPublishData
+├── AudioError
+│   ├── AudioFormatError (ValueError)        wrong dtype, shape, channels, NaN/inf
+│   └── CaptureError                         the native audio source refused a frame
+├── ServerApiError                           the server API answered with an error
+├── StreamError (ConnectionError)            a native data stream failed
+└── LocalServerError                         lkkit.testing could not provide a server
+    ├── ServerBinaryNotFound (FileNotFoundError)
+    └── ServerStartError (RuntimeError)
+```
+
+Exceptions of the SDK (`livekit.rtc`, `livekit.api`) are translated in exactly one
+place, [`map_sdk_exceptions`][lkkit._exceptions.map_sdk_exceptions], always with
+`raise ... from exc` so the original stays reachable as `__cause__`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from livekit import api, rtc
+from livekit.rtc import data_stream as _rtc_data_stream
+from livekit.rtc import data_track as _rtc_data_track
+from livekit.rtc import participant as _rtc_participant
+from livekit.rtc import platform_audio as _rtc_platform_audio
+
+__all__ = [
+    "AudioError",
+    "AudioFormatError",
+    "CaptureError",
+    "ConfigurationError",
+    "ConnectError",
+    "ConnectTimeout",
+    "ConnectionRejected",
+    "DataError",
+    "DataPermissionDenied",
+    "DataTooLarge",
+    "InvalidCredentials",
+    "InvalidGrant",
+    "LkkitError",
+    "LocalServerError",
+    "NotConnected",
+    "PublishError",
+    "ServerApiError",
+    "ServerBinaryNotFound",
+    "ServerStartError",
+    "ServerUnreachable",
+    "SessionStateError",
+    "StreamError",
+    "TokenError",
+    "TokenExpired",
+    "TokenMalformed",
+    "TokenSignatureInvalid",
+    "TokenVerificationError",
+    "map_sdk_exceptions",
+]
+
+
+class LkkitError(Exception):
+    """Root of every exception lkkit raises on purpose."""
+
+
+class ConfigurationError(LkkitError, ValueError):
+    """Raised when an option value is invalid, before anything is sent or started."""
+
+
+# -- tokens ------------------------------------------------------------------------------
+
+
+class TokenError(LkkitError, ValueError):
+    """Root of the token errors: minting or verifying a JWT failed."""
+
+
+class InvalidGrant(TokenError):
+    """Raised before signing when grants cannot make a valid token.
+
+    For example: `room_join` or `room_admin` without a `room`, an unknown publish
+    source or participant kind, an empty identity on a joining token, a non-positive TTL.
+    """
+
+
+class InvalidCredentials(TokenError):
+    """Raised when the API key or the API secret is empty."""
+
+
+class TokenVerificationError(TokenError):
+    """Raised when a JWT does not verify; the subclasses say why."""
+
+
+class TokenExpired(TokenVerificationError):
+    """Raised when verifying a JWT whose `exp` is in the past."""
+
+
+class TokenSignatureInvalid(TokenVerificationError):
+    """Raised when a JWT was signed with another secret or names another API key."""
+
+
+class TokenMalformed(TokenVerificationError):
+    """Raised when a string is not a JWT, or its claims are not LiveKit claims."""
+
+
+# -- sessions ----------------------------------------------------------------------------
+
+
+class ConnectError(LkkitError, ConnectionError):
+    """Raised when joining a room fails; the subclasses say why when it is known."""
+
+
+class ServerUnreachable(ConnectError):
+    """Raised when nothing answers at the server URL (refused, bad host, bad scheme)."""
+
+
+class ConnectionRejected(ConnectError, PermissionError):
+    """Raised when the server refuses the token (bad signature, expired, no `roomJoin`)."""
+
+
+class ConnectTimeout(ConnectError, TimeoutError):
+    """Raised when the server did not complete the join within the connect timeout."""
+
+
+class NotConnected(LkkitError, RuntimeError):
+    """Raised when an operation needs a connected session and the session is not."""
+
+
+class SessionStateError(LkkitError, RuntimeError):
+    """Raised when a session object is used in the wrong state (opened twice, say)."""
+
+
+class PublishError(LkkitError):
+    """Raised when the SDK refuses to publish data, a track or DTMF."""
+
+
+# -- data --------------------------------------------------------------------------------
+
+
+class DataError(LkkitError):
+    """Root of the data-message errors raised before anything is sent."""
+
+
+class DataTooLarge(DataError, ValueError):
+    """Raised before sending when a payload cannot be sent in the chosen mode.
+
+    A lossy payload must fit one packet; a reliable one of any size is chunked.
+    """
+
+
+class DataPermissionDenied(DataError, PermissionError):
+    """Raised before sending when the local participant lacks `canPublishData`.
+
+    The server would otherwise drop the packets without telling anyone.
+    """
+
+
+# -- audio -------------------------------------------------------------------------------
+
+
+class AudioError(LkkitError):
+    """Root of the audio errors."""
+
+
+class AudioFormatError(AudioError, ValueError):
+    """Raised before capture for a wrong dtype, shape, channel count, NaN or inf,
+    or frame and buffer durations the native layer refuses."""
+
+
+class CaptureError(AudioError):
+    """Raised when the native audio source refuses a frame."""
+
+
+# -- server API and streams --------------------------------------------------------------
+
+
+class ServerApiError(LkkitError):
+    """Raised when the server API (room service) answers with an error.
+
+    `status` is the HTTP status and `code` the Twirp error code, when known.
+    """
+
+    def __init__(self, message: str, *, status: int | None = None, code: str | None = None):
+        super().__init__(message)
+        self.status = status
+        self.code = code
+
+
+class StreamError(LkkitError, ConnectionError):
+    """Raised when a native LiveKit data stream fails or is cut short."""
+
+
+# -- the local test server ---------------------------------------------------------------
+
+
+class LocalServerError(LkkitError):
+    """Root of the errors of [`lkkit.testing`][lkkit.testing]."""
+
+
+class ServerBinaryNotFound(LocalServerError, FileNotFoundError):
+    """Raised when no `livekit-server` binary is available and none can be built."""
+
+
+class ServerStartError(LocalServerError, RuntimeError):
+    """Raised when the local server exits early or does not answer in time.
+
+    The message ends with the tail of the server's log.
+    """
+
+
+# -- the one translation point -----------------------------------------------------------
+
+# Messages of the native layer that tell why a connect failed. The FFI gives only text.
+_REJECTED = re.compile(r"401|403|unauthori[sz]ed|permission|invalid token|token", re.I)
+_UNREACHABLE = re.compile(
+    r"connection refused|failed to lookup|dns|no route|unreachable|invalid url|"
+    r"relative url|url|connect.*error|io error|tcp",
+    re.I,
+)
+_TIMEOUT = re.compile(r"timed? ?out|timeout|elapsed", re.I)
+
+# Every exception class the SDK defines, and what it becomes. A test walks the SDK's
+# modules and fails when a class is missing here.
+SDK_EXCEPTION_MAP: dict[type[BaseException], type[LkkitError]] = {
+    rtc.ConnectError: ConnectError,
+    _rtc_participant.PublishDataError: PublishError,
+    _rtc_participant.PublishTrackError: PublishError,
+    _rtc_participant.UnpublishTrackError: PublishError,
+    _rtc_participant.PublishDTMFError: PublishError,
+    _rtc_data_stream.StreamError: StreamError,
+    _rtc_data_track.SubscribeDataTrackError: StreamError,
+    _rtc_data_track.PushFrameError: PublishError,
+    _rtc_platform_audio.PlatformAudioError: AudioError,
+    api.ServerError: ServerApiError,
+    api.SipCallError: ServerApiError,
+}
+
+
+def _connect_error(message: str) -> ConnectError:
+    if _TIMEOUT.search(message):
+        return ConnectTimeout(message)
+    if _REJECTED.search(message):
+        return ConnectionRejected(message)
+    if _UNREACHABLE.search(message):
+        return ServerUnreachable(message)
+    return ConnectError(message)
+
+
+def translate(exc: BaseException) -> LkkitError | None:
+    """The lkkit exception for an SDK exception, or `None` when it is not the SDK's."""
+    if isinstance(exc, rtc.ConnectError):
+        return _connect_error(exc.message)
+    if isinstance(exc, api.ServerError):
+        return ServerApiError(f"{exc.code}: {exc.message}", status=exc.status, code=exc.code)
+    for sdk_type, lkkit_type in SDK_EXCEPTION_MAP.items():
+        if isinstance(exc, sdk_type):
+            message = getattr(exc, "message", None) or str(exc) or sdk_type.__name__
+            return lkkit_type(message)
+    return None
+
+
+@contextmanager
+def map_sdk_exceptions() -> Iterator[None]:
+    """Translate SDK exceptions raised inside the block into lkkit exceptions."""
+    try:
+        yield
+    except LkkitError:
+        raise
+    except Exception as exc:
+        mapped = translate(exc)
+        if mapped is None:
+            raise
+        raise mapped from exc

@@ -1,0 +1,72 @@
+"""lkkit's pytest plugin (entry point `pytest11`): a real livekit-server for your tests.
+
+Fixtures:
+
+- `livekit_server` (session scope): one [`LocalLiveKitServer`][lkkit.testing.LocalLiveKitServer]
+  for the whole test session.
+- `livekit_room` (function scope, async): a fresh room name per test, a token minter
+  and a `join()` that connects sessions, all closed when the test ends.
+
+When a test fails, the server's log lines written during that test are attached to
+the report as the section "livekit-server log".
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from collections.abc import AsyncIterator, Generator, Iterator
+
+import pytest
+
+from ._livekit_room import LiveKitRoom
+from ._server import LocalLiveKitServer
+
+_server_key = pytest.StashKey[LocalLiveKitServer]()
+_log_offset_key = pytest.StashKey[int]()
+
+
+def _room_name(nodeid: str) -> str:
+    slug = re.sub(r"[^A-Za-z0-9_-]+", "-", nodeid.split("::")[-1])[:40].strip("-")
+    return f"{slug}-{secrets.token_hex(3)}"
+
+
+@pytest.fixture(scope="session")
+def livekit_server(pytestconfig: pytest.Config) -> Iterator[LocalLiveKitServer]:
+    """A real livekit-server on loopback, shared by the whole test session."""
+    with LocalLiveKitServer() as server:
+        pytestconfig.stash[_server_key] = server
+        yield server
+        del pytestconfig.stash[_server_key]
+
+
+@pytest.fixture
+async def livekit_room(
+    livekit_server: LocalLiveKitServer, request: pytest.FixtureRequest
+) -> AsyncIterator[LiveKitRoom]:
+    """A fresh room on the shared server; sessions joined through it close at teardown."""
+    room = LiveKitRoom(livekit_server, _room_name(request.node.nodeid))
+    try:
+        yield room
+    finally:
+        await room.aclose()
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    server = item.config.stash.get(_server_key, None)
+    item.stash[_log_offset_key] = server.log_size() if server is not None else 0
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
+    if report.failed:
+        server = item.config.stash.get(_server_key, None)
+        if server is not None:
+            text = server.log_text(start=item.stash.get(_log_offset_key, 0))
+            lines = text.splitlines()[-200:]
+            report.sections.append(("livekit-server log", "\n".join(lines)))
+    return report
