@@ -25,6 +25,7 @@ LkkitError
 │   └── CaptureError                         the native audio source refused a frame
 ├── ServerApiError                           the server API answered with an error
 ├── StreamError (ConnectionError)            a native data stream failed
+├── EventOverflow                            an event subscription fell too far behind
 └── LocalServerError                         lkkit.testing could not provide a server
     ├── ServerBinaryNotFound (FileNotFoundError)
     └── ServerStartError (RuntimeError)
@@ -58,6 +59,7 @@ __all__ = [
     "DataError",
     "DataPermissionDenied",
     "DataTooLarge",
+    "EventOverflow",
     "InvalidCredentials",
     "InvalidGrant",
     "LkkitError",
@@ -209,6 +211,14 @@ class StreamError(LkkitError, ConnectionError):
     """Raised when a native LiveKit data stream fails or is cut short."""
 
 
+class EventOverflow(LkkitError):
+    """Raised by iterating an event subscription made with `OverflowPolicy.FAIL` once
+    its buffer overflowed: lkkit ended the subscription rather than drop events.
+
+    Every event buffered before the overflow is delivered first.
+    """
+
+
 # -- the local test server ---------------------------------------------------------------
 
 
@@ -255,7 +265,12 @@ SDK_EXCEPTION_MAP: dict[type[BaseException], type[LkkitError]] = {
 }
 
 
+# The server echoes a rejected token in its error text; keep credentials out of logs.
+_JWT = re.compile(r"eyJ[\w-]+\.[\w-]+\.[\w-]*")
+
+
 def _connect_error(message: str) -> ConnectError:
+    message = _JWT.sub("<token>", message)
     if _TIMEOUT.search(message):
         return ConnectTimeout(message)
     if _REJECTED.search(message):

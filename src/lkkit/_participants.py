@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 
 from livekit import rtc
+from livekit.rtc._proto import participant_pb2
 
 from ._types import (
     ConnectionQuality,
@@ -47,7 +48,7 @@ class ParticipantPermissions:
     hidden: bool
 
     @classmethod
-    def _from_sdk(cls, permission: rtc.ParticipantPermission) -> ParticipantPermissions:
+    def _from_sdk(cls, permission: participant_pb2.ParticipantPermission) -> ParticipantPermissions:
         return cls(
             can_subscribe=permission.can_subscribe,
             can_publish=permission.can_publish,

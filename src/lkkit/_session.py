@@ -24,6 +24,7 @@ import weakref
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType, TracebackType
+from typing import TYPE_CHECKING
 
 import anyio
 from livekit import rtc
@@ -46,6 +47,10 @@ from ._types import (
     connection_state_from_sdk,
     disconnect_reason_from_sdk,
 )
+
+if TYPE_CHECKING:
+    from ._audio import SessionAudio
+    from ._data import DataChannel
 
 __all__ = ["ConnectOptions", "Session", "ShutdownCallback", "connect"]
 
@@ -144,6 +149,8 @@ class Session:
         self._background: set[asyncio.Task[None]] = set()
         # Bound to the room before connect, so events of the join itself are not lost.
         self._bus = EventBus()
+        self._data: DataChannel | None = None
+        self._audio: SessionAudio | None = None
 
     # -- construction --------------------------------------------------------------------
 
@@ -186,7 +193,7 @@ class Session:
 
     @property
     def connection_state(self) -> ConnectionState:
-        if self._room is None or self._state is _State.CLOSED and self._owns_room:
+        if self._room is None or (self._state is _State.CLOSED and self._owns_room):
             return ConnectionState.DISCONNECTED
         return connection_state_from_sdk(self._room.connection_state)
 
@@ -230,6 +237,26 @@ class Session:
                 + (f" ({self._disconnect_reason.value})" if self._disconnect_reason else "")
             )
         return self.room
+
+    # -- capabilities ------------------------------------------------------------------
+
+    @property
+    def data(self) -> DataChannel:
+        """Data messages: send any size, receive by topic (see the data page)."""
+        if self._data is None:
+            from ._data import DataChannel
+
+            self._data = DataChannel(self)
+        return self._data
+
+    @property
+    def audio(self) -> SessionAudio:
+        """Audio: publish fixed frames through a 50 ms buffer, receive as numpy."""
+        if self._audio is None:
+            from ._audio import SessionAudio
+
+            self._audio = SessionAudio(self)
+        return self._audio
 
     # -- shutdown callbacks --------------------------------------------------------------
 
@@ -311,9 +338,7 @@ class Session:
                 )
         except asyncio.TimeoutError as exc:
             await self._disconnect_room(room)
-            raise ConnectTimeout(
-                f"joining {self._url} took longer than {deadline:g} s"
-            ) from exc
+            raise ConnectTimeout(f"joining {self._url} took longer than {deadline:g} s") from exc
         except ConnectError:
             await self._disconnect_room(room)
             raise
@@ -343,9 +368,7 @@ class Session:
             task.add_done_callback(self._background.discard)
 
     async def _disconnect_room(self, room: rtc.Room) -> None:
-        with anyio.CancelScope(shield=True), anyio.move_on_after(
-            self._options.disconnect_timeout
-        ):
+        with anyio.CancelScope(shield=True), anyio.move_on_after(self._options.disconnect_timeout):
             try:
                 await room.disconnect()
             except Exception:
@@ -424,4 +447,3 @@ def _disconnect_at_exit() -> None:
 
 
 atexit.register(_disconnect_at_exit)
-

@@ -8,7 +8,8 @@ uses in tokens and JSON (`"camera"`, `"screen_share"`, `"agent"`...).
 from __future__ import annotations
 
 import enum
-from typing import TypeVar
+from collections.abc import Mapping, Sequence
+from typing import Any, TypeVar
 
 from livekit import rtc
 
@@ -162,14 +163,14 @@ _DATA_KIND = {
 }
 
 
-def _by_suffix(sdk_items: list[tuple[str, int]], prefix: str, target: type[_E]) -> dict[int, _E]:
+def _by_suffix(
+    sdk_items: Sequence[tuple[str, int]], prefix: str, target: type[_E]
+) -> dict[int, _E]:
     # Protobuf enum names are the lkkit names upper-cased behind a common prefix.
     return {value: target(name.removeprefix(prefix).lower()) for name, value in sdk_items}
 
 
-_PARTICIPANT_KIND = _by_suffix(
-    rtc.ParticipantKind.items(), "PARTICIPANT_KIND_", ParticipantKind
-)
+_PARTICIPANT_KIND = _by_suffix(rtc.ParticipantKind.items(), "PARTICIPANT_KIND_", ParticipantKind)
 # UNKNOWN_REASON is the one name that is not the lkkit name upper-cased.
 _DISCONNECT_REASON = {
     value: DisconnectReason.UNKNOWN if name == "UNKNOWN_REASON" else DisconnectReason(name.lower())
@@ -178,7 +179,7 @@ _DISCONNECT_REASON = {
 _ENCRYPTION_STATE = _by_suffix(rtc.EncryptionState.items(), "", EncryptionState)
 
 
-def _lookup(table: dict[int, _E], value: int, default: _E) -> _E:
+def _lookup(table: Mapping[Any, _E], value: int, default: _E) -> _E:
     # A newer server or SDK can send values this lkkit does not know yet.
     return table.get(value, default)
 

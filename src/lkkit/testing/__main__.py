@@ -11,6 +11,7 @@ python -m lkkit.testing serve               # run a local server, print url/key/
 from __future__ import annotations
 
 import argparse
+import contextlib
 import signal
 import sys
 import threading
@@ -55,10 +56,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             sys.stdout.flush()
             stop = threading.Event()
             signal.signal(signal.SIGTERM, lambda *_: stop.set())
-            try:
+            with contextlib.suppress(KeyboardInterrupt):
                 stop.wait()
-            except KeyboardInterrupt:
-                pass
         return 0
     except LocalServerError as exc:
         print(f"error: {exc}", file=sys.stderr)

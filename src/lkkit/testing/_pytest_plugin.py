@@ -67,6 +67,7 @@ def pytest_runtest_makereport(
         server = item.config.stash.get(_server_key, None)
         if server is not None:
             text = server.log_text(start=item.stash.get(_log_offset_key, 0))
-            lines = text.splitlines()[-200:]
+            # Lines can hold whole SDPs; keep the section readable.
+            lines = [line[:400] for line in text.splitlines()[-200:]]
             report.sections.append(("livekit-server log", "\n".join(lines)))
     return report

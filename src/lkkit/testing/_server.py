@@ -42,8 +42,10 @@ def _free_port(kind: int) -> int:
 def _pick_ports() -> tuple[int, int, int]:
     # Ports come from the kernel's ephemeral range, so two runs at once (each asking
     # the kernel) do not pick the same ones; a lost race is retried by `start`.
-    return _free_port(socket.SOCK_STREAM), _free_port(socket.SOCK_STREAM), _free_port(
-        socket.SOCK_DGRAM
+    return (
+        _free_port(socket.SOCK_STREAM),
+        _free_port(socket.SOCK_STREAM),
+        _free_port(socket.SOCK_DGRAM),
     )
 
 
