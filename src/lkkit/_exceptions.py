@@ -17,9 +17,12 @@ LkkitError
 ├── NotConnected (RuntimeError)              the session is not (or no longer) connected
 ├── SessionStateError (RuntimeError)         a session opened twice, or used after close
 ├── PublishError                             the SDK refused to publish (data, track, DTMF)
+│   └── DataSendIncomplete                   a chunked message failed part-way
+├── RemoteCallError                          an RPC to another participant failed
 ├── DataError
 │   ├── DataTooLarge (ValueError)            payload over the packet limit (lossy)
-│   └── DataPermissionDenied (PermissionError)  no canPublishData
+│   ├── DataPermissionDenied (PermissionError)  no canPublishData
+│   └── InvalidDataArgument (TypeError, ValueError)  bad payload, topic or destinations
 ├── AudioError
 │   ├── AudioFormatError (ValueError)        wrong dtype, shape, channels, NaN/inf
 │   └── CaptureError                         the native audio source refused a frame
@@ -47,6 +50,7 @@ from livekit.rtc import data_stream as _rtc_data_stream
 from livekit.rtc import data_track as _rtc_data_track
 from livekit.rtc import participant as _rtc_participant
 from livekit.rtc import platform_audio as _rtc_platform_audio
+from livekit.rtc import rpc as _rtc_rpc
 
 __all__ = [
     "AudioError",
@@ -58,14 +62,17 @@ __all__ = [
     "ConnectionRejected",
     "DataError",
     "DataPermissionDenied",
+    "DataSendIncomplete",
     "DataTooLarge",
     "EventOverflow",
     "InvalidCredentials",
+    "InvalidDataArgument",
     "InvalidGrant",
     "LkkitError",
     "LocalServerError",
     "NotConnected",
     "PublishError",
+    "RemoteCallError",
     "ServerApiError",
     "ServerBinaryNotFound",
     "ServerStartError",
@@ -155,6 +162,24 @@ class PublishError(LkkitError):
     """Raised when the SDK refuses to publish data, a track or DTMF."""
 
 
+class DataSendIncomplete(PublishError):
+    """Raised when sending a chunked data message fails after some of its packets left.
+
+    `sent` packets of `total` were handed to the SDK; the cause is `__cause__`.
+    Receiving lkkit sessions drop the partial message when its timeout expires and
+    report it as a `TIMEOUT` drop; nothing partial is ever delivered.
+    """
+
+    def __init__(self, message: str, *, sent: int, total: int) -> None:
+        super().__init__(message)
+        self.sent = sent
+        self.total = total
+
+
+class RemoteCallError(LkkitError):
+    """Raised when an RPC to another participant fails (the SDK's `RpcError`)."""
+
+
 # -- data --------------------------------------------------------------------------------
 
 
@@ -173,6 +198,17 @@ class DataPermissionDenied(DataError, PermissionError):
     """Raised before sending when the local participant lacks `canPublishData`.
 
     The server would otherwise drop the packets without telling anyone.
+    """
+
+
+class InvalidDataArgument(DataError, TypeError, ValueError):
+    """Raised before sending when an argument of a data send is unusable.
+
+    A payload that is not `bytes`-like or `str`, a topic that is not a `str` or is
+    longer than 256 UTF-8 bytes, destinations that are not an iterable of non-empty
+    identity strings (a bare `str` included), an empty destination list (which
+    LiveKit would read as "everyone"), or a lossy send through native streams.
+    It subclasses both `TypeError` and `ValueError`, whichever the mistake is.
     """
 
 
@@ -256,6 +292,9 @@ SDK_EXCEPTION_MAP: dict[type[BaseException], type[LkkitError]] = {
     _rtc_participant.PublishTrackError: PublishError,
     _rtc_participant.UnpublishTrackError: PublishError,
     _rtc_participant.PublishDTMFError: PublishError,
+    _rtc_participant.PublishTranscriptionError: PublishError,
+    _rtc_participant.PublishDataTrackError: PublishError,
+    _rtc_rpc.RpcError: RemoteCallError,
     _rtc_data_stream.StreamError: StreamError,
     _rtc_data_track.SubscribeDataTrackError: StreamError,
     _rtc_data_track.PushFrameError: PublishError,
