@@ -26,9 +26,9 @@ from ._server import LocalLiveKitServer
 __all__ = [
     "LIVEKIT_SERVER_MODULE",
     "LIVEKIT_SERVER_VERSION",
+    "SANDBOX_ADDRESS",
     "LiveKitRoom",
     "LocalLiveKitServer",
-    "SANDBOX_ADDRESS",
     "cache_dir",
     "check_loopback_only",
     "ensure_server_binary",
