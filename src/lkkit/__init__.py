@@ -10,6 +10,9 @@ async with lkkit.connect(url, token) as session:
 Only the asyncio backend is supported: the LiveKit SDK is bound to asyncio.
 """
 
+from ._audio import AudioChunk, AudioPublisher, AudioStream, SessionAudio
+from ._audio_options import AudioOptions
+from ._audio_sources import WavAudio, iter_chunks, read_wav, silence, sine_tone
 from ._exceptions import (
     AudioError,
     AudioFormatError,
@@ -39,6 +42,7 @@ from ._exceptions import (
     TokenMalformed,
     TokenSignatureInvalid,
     TokenVerificationError,
+    TrackNotSubscribed,
 )
 from ._participants import (
     LocalParticipant,
@@ -63,8 +67,12 @@ from ._types import (
 from ._version import __version__
 
 __all__ = [
+    "AudioChunk",
     "AudioError",
     "AudioFormatError",
+    "AudioOptions",
+    "AudioPublisher",
+    "AudioStream",
     "CaptureError",
     "ConfigurationError",
     "ConnectError",
@@ -98,6 +106,7 @@ __all__ = [
     "ServerStartError",
     "ServerUnreachable",
     "Session",
+    "SessionAudio",
     "SessionStateError",
     "ShutdownCallback",
     "StreamError",
@@ -109,8 +118,14 @@ __all__ = [
     "TokenSignatureInvalid",
     "TokenVerificationError",
     "TrackKind",
+    "TrackNotSubscribed",
     "TrackPublication",
     "TrackSource",
+    "WavAudio",
     "__version__",
     "connect",
+    "iter_chunks",
+    "read_wav",
+    "silence",
+    "sine_tone",
 ]

@@ -25,7 +25,8 @@ LkkitError
 │   └── InvalidDataArgument (TypeError, ValueError)  bad payload, topic or destinations
 ├── AudioError
 │   ├── AudioFormatError (ValueError)        wrong dtype, shape, channels, NaN/inf
-│   └── CaptureError                         the native audio source refused a frame
+│   ├── CaptureError                         the native audio source refused a frame
+│   └── TrackNotSubscribed (RuntimeError)    audio asked of a track not received
 ├── ServerApiError                           the server API answered with an error
 ├── StreamError (ConnectionError)            a native data stream failed
 ├── EventOverflow                            an event subscription fell too far behind
@@ -84,6 +85,7 @@ __all__ = [
     "TokenMalformed",
     "TokenSignatureInvalid",
     "TokenVerificationError",
+    "TrackNotSubscribed",
     "map_sdk_exceptions",
 ]
 
@@ -226,6 +228,11 @@ class AudioFormatError(AudioError, ValueError):
 
 class CaptureError(AudioError):
     """Raised when the native audio source refuses a frame."""
+
+
+class TrackNotSubscribed(AudioError, RuntimeError):
+    """Raised when audio is asked of a remote track publication this session does not
+    receive (not subscribed, or not yet)."""
 
 
 # -- server API and streams --------------------------------------------------------------
