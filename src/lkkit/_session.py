@@ -24,14 +24,22 @@ import weakref
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType, TracebackType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 import anyio
 from livekit import rtc
 from livekit.rtc._ffi_client import FfiClient
 from livekit.rtc._proto import ffi_pb2 as proto_ffi
 
-from ._event_bus import EventBus
+from ._event_bus import (
+    DEFAULT_BUFFER,
+    EventBus,
+    EventHandler,
+    EventSubscription,
+    HandlerResult,
+    OverflowPolicy,
+)
+from ._events import Event
 from ._exceptions import (
     ConfigurationError,
     ConnectError,
@@ -40,7 +48,7 @@ from ._exceptions import (
     SessionStateError,
     map_sdk_exceptions,
 )
-from ._participants import LocalParticipant, RemoteParticipant
+from ._participants import LocalParticipant, Participant, RemoteParticipant
 from ._types import (
     ConnectionState,
     DisconnectReason,
@@ -60,6 +68,7 @@ ShutdownCallback = Callable[[], "Awaitable[object] | object"]
 """A callable run once when a session ends; it may be sync or async."""
 
 _DISCONNECT_TIMEOUT_S = 5.0
+_E = TypeVar("_E", bound=Event)
 _ATEXIT_GRACE_S = 0.5
 
 
@@ -149,6 +158,8 @@ class Session:
         self._background: set[asyncio.Task[None]] = set()
         # Bound to the room before connect, so events of the join itself are not lost.
         self._bus = EventBus()
+        # Subscriptions end when the session ends, after its Disconnected event.
+        self._on_close(lambda: self._bus.close(self._disconnect_reason))
         self._data: DataChannel | None = None
         self._audio: SessionAudio | None = None
 
@@ -257,6 +268,126 @@ class Session:
 
             self._audio = SessionAudio(self)
         return self._audio
+
+    # -- events --------------------------------------------------------------------------
+
+    @overload
+    def events(
+        self,
+        *,
+        participant: str | Participant | None = None,
+        buffer: int = DEFAULT_BUFFER,
+        overflow: OverflowPolicy = OverflowPolicy.DROP_OLDEST,
+    ) -> EventSubscription[Event]: ...
+
+    @overload
+    def events(
+        self,
+        event_type: type[_E],
+        /,
+        *,
+        participant: str | Participant | None = None,
+        buffer: int = DEFAULT_BUFFER,
+        overflow: OverflowPolicy = OverflowPolicy.DROP_OLDEST,
+    ) -> EventSubscription[_E]: ...
+
+    @overload
+    def events(
+        self,
+        event_type: type[Event],
+        /,
+        *more_types: type[Event],
+        participant: str | Participant | None = None,
+        buffer: int = DEFAULT_BUFFER,
+        overflow: OverflowPolicy = OverflowPolicy.DROP_OLDEST,
+    ) -> EventSubscription[Event]: ...
+
+    def events(
+        self,
+        *types: type[Any],
+        participant: str | Participant | None = None,
+        buffer: int = DEFAULT_BUFFER,
+        overflow: OverflowPolicy = OverflowPolicy.DROP_OLDEST,
+    ) -> EventSubscription[Any]:
+        """Subscribe to this session's events: all of them, some types, or one participant's.
+
+        ```python
+        async with session.events(lkkit.TrackPublished, participant="bob") as events:
+            async for event in events:
+                print(event.publication.source)
+        ```
+
+        Enter the subscription with `async with`; it ends (iteration stops) when the
+        session ends, after the session's [`Disconnected`][lkkit.Disconnected] event.
+        `events.snapshot` holds the participants and tracks already there when it
+        started. It may also be entered before the session connects.
+
+        Args:
+            *types: event classes to receive; none means every event.
+            participant: an identity (or participant view): only events that belong
+                to that participant (the participant-scoped event types).
+            buffer: events buffered for a slow reader before `overflow` applies.
+            overflow: what to do when the buffer is full; see
+                [`OverflowPolicy`][lkkit.OverflowPolicy].
+
+        Raises:
+            ConfigurationError: an unknown event type, `buffer < 1`, or a participant
+                filter together with room-only event types.
+            SessionStateError: the session has already ended.
+        """
+        return self._bus.subscribe(tuple(types), participant, buffer=buffer, overflow=overflow)
+
+    @overload
+    def on(
+        self,
+        handler: Callable[[Event], HandlerResult],
+        /,
+        *,
+        participant: str | Participant | None = None,
+        buffer: int = DEFAULT_BUFFER,
+    ) -> EventHandler: ...
+
+    @overload
+    def on(
+        self,
+        handler: Callable[[_E], HandlerResult],
+        event_type: type[_E],
+        /,
+        *more_types: type[_E],
+        participant: str | Participant | None = None,
+        buffer: int = DEFAULT_BUFFER,
+    ) -> EventHandler: ...
+
+    def on(
+        self,
+        handler: Callable[[Any], HandlerResult],
+        /,
+        *types: type[Any],
+        participant: str | Participant | None = None,
+        buffer: int = DEFAULT_BUFFER,
+    ) -> EventHandler:
+        """Call `handler(event)` for each event of `types` (all when none are given).
+
+        ```python
+        handler = session.on(on_join, lkkit.ParticipantConnected)
+        ...
+        handler.remove()
+        ```
+
+        A sync handler runs inside the SDK's event dispatch, so keep it short. An
+        `async def` handler runs in a task owned by the session, one event at a time
+        in order, fed from its own buffer of `buffer` events (the oldest is dropped
+        and counted in `handler.dropped` when it falls behind); it finishes its
+        buffered events when the session ends, and is cancelled if it takes longer
+        than `options.disconnect_timeout`. A handler that raises is logged with the
+        event and counted (`handler.errors`); the others go on.
+
+        Raises:
+            ConfigurationError: `handler` is not callable, an unknown event type,
+                `buffer < 1`, or a participant filter with room-only event types.
+            SessionStateError: the session has already ended.
+        """
+        return self._bus.add_handler(handler, tuple(types), participant, buffer=buffer)
 
     # -- shutdown callbacks --------------------------------------------------------------
 
@@ -394,7 +525,8 @@ class Session:
             for task in list(self._background):
                 await task
             await self._run_shutdown_callbacks()
-            self._bus.close()
+            self._bus.close(self._disconnect_reason)
+            await self._bus.wait_handlers(self._options.disconnect_timeout)
             self._ended.set()
 
     async def wait_closed(self) -> DisconnectReason | None:
