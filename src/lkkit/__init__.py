@@ -14,6 +14,20 @@ from ._admin import ParticipantInfo, RoomAdmin, RoomInfo
 from ._audio import AudioChunk, AudioPublisher, AudioStream, SessionAudio
 from ._audio_options import AudioOptions
 from ._audio_sources import WavAudio, iter_chunks, read_wav, silence, sine_tone
+from ._chunking import MAX_PACKET_BYTES
+from ._data import DataChannel
+from ._data_subscription import DataSubscription
+from ._data_types import (
+    LOSSY_MTU_BYTES,
+    MAX_TOPIC_BYTES,
+    DataDropped,
+    DataDropReason,
+    DataKind,
+    DataMessage,
+    DataOptions,
+    DataSent,
+    DataStats,
+)
 from ._event_bus import EventHandler, EventSnapshot, EventSubscription, OverflowPolicy
 from ._events import (
     ActiveSpeakersChanged,
@@ -67,9 +81,11 @@ from ._exceptions import (
     ConnectTimeout,
     DataError,
     DataPermissionDenied,
+    DataSendIncomplete,
     DataTooLarge,
     EventOverflow,
     InvalidCredentials,
+    InvalidDataArgument,
     InvalidGrant,
     LkkitError,
     LocalServerError,
@@ -112,6 +128,9 @@ from ._types import (
 from ._version import __version__
 
 __all__ = [
+    "LOSSY_MTU_BYTES",
+    "MAX_PACKET_BYTES",
+    "MAX_TOPIC_BYTES",
     "ActiveSpeakersChanged",
     "AudioChunk",
     "AudioError",
@@ -130,10 +149,20 @@ __all__ = [
     "ConnectionState",
     "ConnectionStateChanged",
     "Credentials",
+    "DataChannel",
+    "DataDropReason",
+    "DataDropped",
     "DataError",
+    "DataKind",
+    "DataMessage",
+    "DataOptions",
     "DataPermissionDenied",
     "DataReceived",
     "DataReliability",
+    "DataSendIncomplete",
+    "DataSent",
+    "DataStats",
+    "DataSubscription",
     "DataTooLarge",
     "DataTrackPublished",
     "DataTrackUnpublished",
@@ -148,6 +177,7 @@ __all__ = [
     "EventSubscription",
     "Grants",
     "InvalidCredentials",
+    "InvalidDataArgument",
     "InvalidGrant",
     "IsSpeakingChanged",
     "LkkitError",
