@@ -39,10 +39,10 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def typecheck(session: nox.Session) -> None:
-    """mypy --strict on the library and its tests."""
+    """mypy --strict on the library, its tests, the demo and the benchmarks."""
     _install(session)
     session.install("mypy>=1.13")
-    session.run("mypy", "--strict", "src", "tests")
+    session.run("mypy", "--strict", "src", "tests", "examples", "benchmarks")
 
 
 @nox.session

@@ -1,13 +1,14 @@
 """lkkit demo: a local livekit-server, two sessions in one room, one message, two leaves.
 
-Run it with `nox -s demo` (it builds the server and runs in the loopback sandbox).
+Run it with `python3 -m nox -s demo` (it builds the server once and runs in lkkit's
+loopback sandbox, so all traffic stays on 127.0.0.0/8).
 """
 
 from __future__ import annotations
 
 import asyncio
 
-from livekit import rtc
+import anyio
 
 import lkkit
 from lkkit.testing import LocalLiveKitServer
@@ -15,34 +16,63 @@ from lkkit.testing import LocalLiveKitServer
 ROOM = "demo-room"
 
 
+async def next_join_or_leave(events: lkkit.EventSubscription[lkkit.Event]) -> str:
+    """The next join or leave in `events`, as text (waits at most 10 s)."""
+    with anyio.fail_after(10):
+        async for event in events:
+            match event:
+                case lkkit.ParticipantConnected(participant=who):
+                    return f"{who.identity} joined"
+                case lkkit.ParticipantDisconnected(participant=who, reason=reason):
+                    return f"{who.identity} left ({reason.value})"
+    raise RuntimeError("the session ended first")
+
+
 async def main() -> None:
     async with LocalLiveKitServer() as server:
-        print(f"server: {server.url}")
+        print(f"server:  {server.url} (livekit-server, real)")
 
         def token(identity: str) -> str:
             grants = lkkit.Grants(room_join=True, room=ROOM)
-            return lkkit.Token(identity=identity, name=identity.title(), grants=grants).sign(
-                server.credentials
-            )
+            token = lkkit.Token(identity=identity, name=identity.title(), grants=grants)
+            return token.sign(server.credentials)
 
         async with lkkit.connect(server.url, token("alice")) as alice:
-            alice.add_shutdown_callback(lambda: print("alice: session ended"))
-            async with lkkit.connect(server.url, token("bob")) as bob:
-                bob.add_shutdown_callback(lambda: print("bob: session ended"))
-                loop = asyncio.get_running_loop()
-                received: asyncio.Future[rtc.DataPacket] = loop.create_future()
-                bob.room.on("data_received", lambda p: received.done() or received.set_result(p))
-                print(f"alice sees: {sorted(alice.remote_participants) or ['(nobody yet)']}")
-                print(f"bob sees:   {sorted(bob.remote_participants)}")
+            alice.add_shutdown_callback(lambda: print("alice:   session ended"))
+            async with alice.events(
+                lkkit.ParticipantConnected, lkkit.ParticipantDisconnected
+            ) as room_events:
+                async with lkkit.connect(server.url, token("bob")) as bob:
+                    bob.add_shutdown_callback(lambda: print("bob:     session ended"))
+                    print(f"bob:     joined, sees {sorted(bob.remote_participants)}")
 
-                await alice.room.local_participant.publish_data(
-                    b"hello from alice", topic="chat", reliable=True
-                )
-                packet = await asyncio.wait_for(received, timeout=10)
-                sender = packet.participant.identity if packet.participant else "server"
-                print(f"bob got on {packet.topic!r} from {sender}: {packet.data.decode()}")
-            print(f"alice sees after bob left: {sorted(alice.remote_participants) or ['nobody']}")
-        print(f"alice left ({alice.disconnect_reason.value if alice.disconnect_reason else '?'})")
+                    async with bob.data.messages("chat") as inbox:
+                        # Alice sees bob once the server announces him (it batches the
+                        # joins of participants that publish nothing: up to 3 s).
+                        print(f"alice:   saw {await next_join_or_leave(room_events)}")
+
+                        sent = await alice.data.send("hello from alice", topic="chat")
+                        print(f"alice:   sent {sent.size} bytes on 'chat' in {sent.packets} packet")
+                        with anyio.fail_after(10):
+                            message = await anext(aiter(inbox))
+                        print(
+                            f"bob:     got {message.payload.decode()!r} on {message.topic!r} "
+                            f"from {message.sender}"
+                        )
+                        big = bytes(range(256)) * 4096  # 1 MiB: chunked under the hood
+                        sent = await alice.data.send(big, topic="chat")
+                        print(f"alice:   sent {sent.size:,} bytes in {sent.packets} packets")
+                        with anyio.fail_after(30):
+                            large = await anext(aiter(inbox))
+                        print(
+                            f"bob:     got {len(large.payload):,} bytes, intact: "
+                            f"{large.payload == big}"
+                        )
+                print("bob:     left")
+                print(f"alice:   saw {await next_join_or_leave(room_events)}")
+        print(
+            f"alice:   left ({alice.disconnect_reason.value if alice.disconnect_reason else '?'})"
+        )
 
 
 if __name__ == "__main__":
