@@ -26,7 +26,9 @@ pytestmark = pytest.mark.anyio
 
 
 def port_is_free(port: int, kind: int) -> bool:
+    """Whether nothing holds `port` (connections in TIME_WAIT do not count)."""
     with socket.socket(socket.AF_INET, kind) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
         except OSError:
@@ -59,6 +61,8 @@ def test_server_starts_answers_and_leaves_nothing_behind() -> None:
         assert "starting LiveKit server" in server.log_text()
     assert not server.is_running
     assert not pid_alive(pid)
+    assert server._process is not None
+    assert server._process.returncode == 0  # the forced shutdown, not SIGKILL
     assert port_is_free(http, socket.SOCK_STREAM)
     assert port_is_free(rtc_tcp, socket.SOCK_STREAM)
     assert port_is_free(rtc_udp, socket.SOCK_DGRAM)
