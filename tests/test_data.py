@@ -15,13 +15,12 @@ import anyio.lowlevel
 import pytest
 
 import lkkit
+from data_helpers import WAIT, receive, wait_ready
 from lkkit._chunking import MAX_PACKET_BYTES
-from lkkit._data_subscription import DataSubscription
 from lkkit._data_types import (
     DataDropped,
     DataDropReason,
     DataKind,
-    DataMessage,
     DataOptions,
     DataSent,
 )
@@ -29,31 +28,6 @@ from lkkit._exceptions import InvalidDataArgument
 from lkkit.testing import LiveKitRoom
 
 pytestmark = pytest.mark.anyio
-
-WAIT = 60.0  # generous guard on every wait; never a performance assertion
-
-
-async def receive(subscription: DataSubscription[DataMessage]) -> DataMessage:
-    """The next message, skipping late readiness pings."""
-    with anyio.fail_after(WAIT):
-        while True:
-            message = await subscription.receive()
-            if message.topic != "_ready":
-                return message
-
-
-async def wait_ready(sender: lkkit.Session, *receivers: lkkit.Session) -> None:
-    """Wait until each receiver sees the sender and gets its packets."""
-    with anyio.fail_after(WAIT):
-        for receiver in receivers:
-            while receiver.local_participant.identity not in sender.remote_participants:
-                await anyio.sleep(0.05)
-            async with receiver.data.messages("_ready") as ready:
-                while True:
-                    await sender.data.send(b"ping", topic="_ready")
-                    with anyio.move_on_after(0.3):
-                        await ready.receive()
-                        break
 
 
 @asynccontextmanager

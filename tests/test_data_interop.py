@@ -7,58 +7,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 
 import anyio
 import pytest
 from livekit import api, rtc
 
 import lkkit
+from data_helpers import WAIT, raw_peer, receive, wait_raw_to_lkkit
 from lkkit._chunking import MAGIC, MAX_PACKET_BYTES, Complete, Reassembler, Stored
-from lkkit._data_subscription import DataSubscription
-from lkkit._data_types import DataKind, DataMessage
+from lkkit._data_types import DataKind
 from lkkit.testing import LiveKitRoom
 
 pytestmark = pytest.mark.anyio
-
-WAIT = 60.0
-
-
-async def receive(subscription: DataSubscription[DataMessage]) -> DataMessage:
-    """The next message, skipping late readiness pings."""
-    with anyio.fail_after(WAIT):
-        while True:
-            message = await subscription.receive()
-            if message.topic != "_ready":
-                return message
-
-
-@asynccontextmanager
-async def raw_peer(livekit_room: LiveKitRoom, identity: str = "raw") -> AsyncIterator[rtc.Room]:
-    room = rtc.Room()
-    await room.connect(livekit_room.url, livekit_room.token(identity))
-    try:
-        yield room
-    finally:
-        await room.disconnect()
-
-
-async def wait_raw_to_lkkit(raw: rtc.Room, session: lkkit.Session) -> None:
-    """Until `session` knows the raw peer and receives its packets.
-
-    A participant that publishes nothing is announced to others up to ~3 s after it
-    joined; its packets arrive without identity until then (see docs/data.md).
-    """
-    with anyio.fail_after(WAIT):
-        while raw.local_participant.identity not in session.remote_participants:
-            await anyio.sleep(0.05)
-        async with session.data.messages("_ready") as ready:
-            while True:
-                await raw.local_participant.publish_data(b"ping", topic="_ready")
-                with anyio.move_on_after(0.3):
-                    await ready.receive()
-                    return
 
 
 class RawInbox:

@@ -17,16 +17,17 @@ import pytest
 from livekit import rtc
 
 import lkkit
+from data_helpers import WAIT, raw_peer, receive, wait_raw_to_lkkit
 from lkkit._chunking import encode_message
 from lkkit._data_subscription import DataSubscription
-from lkkit._data_types import DataDropped, DataDropReason, DataKind, DataMessage, DataOptions
+from lkkit._data_types import DataDropped, DataDropReason, DataKind, DataOptions
 from lkkit._events import DataReceived
 from lkkit._exceptions import DataSendIncomplete, PublishError
 from lkkit.testing import LiveKitRoom
 
 pytestmark = pytest.mark.anyio
 
-WAIT = 60.0
+
 MIB = 1024 * 1024
 
 # The version-1 header, written from docs/wire-format.md (not from the codec).
@@ -47,37 +48,19 @@ def flip_body_byte(packet: bytes) -> bytes:
     return packet[:-1] + bytes([packet[-1] ^ 0xFF])
 
 
-async def receive(subscription: DataSubscription[DataMessage]) -> DataMessage:
-    with anyio.fail_after(WAIT):
-        while True:
-            message = await subscription.receive()
-            if message.topic != "_ready":
-                return message
-
-
 async def collect_drops(drops: DataSubscription[DataDropped], count: int) -> list[DataDropped]:
     with anyio.fail_after(WAIT):
         return [await drops.receive() for _ in range(count)]
 
 
 @asynccontextmanager
-async def raw_peer(livekit_room: LiveKitRoom, session: lkkit.Session) -> AsyncIterator[rtc.Room]:
+async def known_raw_peer(
+    livekit_room: LiveKitRoom, session: lkkit.Session
+) -> AsyncIterator[rtc.Room]:
     """A plain SDK peer that `session` knows and receives from."""
-    room = rtc.Room()
-    await room.connect(livekit_room.url, livekit_room.token("raw"))
-    try:
-        with anyio.fail_after(WAIT):
-            while "raw" not in session.remote_participants:
-                await anyio.sleep(0.05)
-            async with session.data.messages("_ready") as ready:
-                while True:
-                    await room.local_participant.publish_data(b"ping", topic="_ready")
-                    with anyio.move_on_after(0.3):
-                        await ready.receive()
-                        break
+    async with raw_peer(livekit_room) as room:
+        await wait_raw_to_lkkit(room, session)
         yield room
-    finally:
-        await room.disconnect()
 
 
 def packet_event(
@@ -101,7 +84,7 @@ async def test_malformed_chunks_are_dropped_and_reported(livekit_room: LiveKitRo
     bob.data.configure(
         DataOptions(max_pending_bytes=cap, incomplete_timeout=1.0, max_pending_messages=16)
     )
-    async with raw_peer(livekit_room, bob) as raw:
+    async with known_raw_peer(livekit_room, bob) as raw:
 
         async def send(packet: bytes) -> None:
             await raw.local_participant.publish_data(packet, topic="bad")
@@ -174,7 +157,7 @@ async def test_flood_of_incomplete_messages_stays_bounded(livekit_room: LiveKitR
         DataOptions(max_pending_bytes=cap, incomplete_timeout=1.0, max_pending_messages=8)
     )
     firsts = [encode_message(os.urandom(MIB))[0] for _ in range(4)]
-    async with raw_peer(livekit_room, bob) as raw, bob.data.drops() as drops:
+    async with known_raw_peer(livekit_room, bob) as raw, bob.data.drops() as drops:
         peak = 0
         for round_ in range(3):
             for i in range(100):
@@ -282,7 +265,7 @@ async def test_stalled_and_oversized_native_streams_are_dropped(
     bob = await livekit_room.join("bob")
     bob.data.configure(DataOptions(max_pending_bytes=100_000, incomplete_timeout=1.0))
     async with (
-        raw_peer(livekit_room, bob) as raw,
+        known_raw_peer(livekit_room, bob) as raw,
         bob.data.messages("st") as messages,
         bob.data.drops() as drops,
     ):
