@@ -4,6 +4,7 @@ backpressure, serialised captures, typed errors, and how received streams end.""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from typing import Any
 
@@ -17,6 +18,7 @@ import lkkit
 from lkkit._audio import AudioChunk, AudioPublisher, AudioStream
 from lkkit._audio_options import AudioOptions
 from lkkit._audio_sources import iter_chunks, sine_tone
+from lkkit._events import ParticipantDisconnected, TrackUnpublished, TrackUnsubscribed
 from lkkit._exceptions import TrackNotSubscribed
 from lkkit.testing import LiveKitRoom
 
@@ -318,17 +320,178 @@ async def test_options_reach_the_published_track(livekit_room: LiveKitRoom) -> N
         AudioOptions(source=lkkit.TrackSource.CAMERA)
 
 
-async def test_stream_ends_when_the_receiving_session_ends(livekit_room: LiveKitRoom) -> None:
+async def subscribed_publication(
+    session: lkkit.Session, identity: str
+) -> tuple[lkkit.RemoteParticipant, lkkit.TrackPublication]:
+    peer = await remote(session, identity)
+    with anyio.fail_after(10):
+        while not any(p.subscribed for p in peer.track_publications.values()):
+            await asyncio.sleep(0.01)
+    (publication,) = peer.track_publications.values()
+    return peer, publication
+
+
+async def ended_within(collector: Collector, timeout: float = 10.0) -> None:
+    with anyio.fail_after(timeout):
+        await collector.ended.wait()
+    assert collector.stream.ended
+
+
+async def keep_sounding(pub: AudioPublisher) -> None:
+    """Write a tone until cancelled (or the publisher closes)."""
+    position = 0
+    with contextlib.suppress(lkkit.NotConnected):
+        while True:
+            await pub.write(sine_tone(440.0, 0.1, start_sample=position))
+            position += RATE // 10
+
+
+# How a stream's end is caused; each case runs with the stream opened from the
+# participant and from the track publication.
+END_CAUSES = [
+    "publisher_unpublishes",
+    "receiver_unsubscribes",
+    "publisher_leaves",
+    "receiver_session_ends",
+    "stream_aclose",
+]
+
+
+@pytest.mark.parametrize("opened_from", ["participant", "publication"])
+@pytest.mark.parametrize("cause", END_CAUSES)
+async def test_stream_ends_cleanly_whatever_ends_it(
+    livekit_room: LiveKitRoom, cause: str, opened_from: str
+) -> None:
+    alice = await livekit_room.join("alice")
+    bob = await livekit_room.join("bob")
+    async with anyio.create_task_group() as tg:
+        pub = alice.audio.publish("voice")
+        await pub.__aenter__()
+        try:
+            tg.start_soon(keep_sounding, pub)
+            peer, publication = await subscribed_publication(bob, "alice")
+            stream = bob.audio.stream(peer if opened_from == "participant" else publication)
+            assert stream.track_sid == publication.sid
+            assert stream.participant_identity == "alice"
+            collector = Collector(stream)
+            tg.start_soon(collector.run)
+            await collector.wait_for_sound()
+            if cause == "publisher_unpublishes":
+                await pub.aclose()
+            elif cause == "receiver_unsubscribes":
+                sdk_publication = publication.sdk
+                assert isinstance(sdk_publication, rtc.RemoteTrackPublication)
+                sdk_publication.set_subscribed(False)
+            elif cause == "publisher_leaves":
+                await alice.aclose()
+            elif cause == "receiver_session_ends":
+                await bob.aclose()
+            else:
+                await stream.aclose()
+            await ended_within(collector)
+            # Ended for good: a later iteration ends at once, nothing is routed to it.
+            with anyio.fail_after(1):
+                assert [c async for c in stream] == []
+            assert not bob.audio._streams
+        finally:
+            await pub.aclose()
+            tg.cancel_scope.cancel()
+    assert collector.chunks, "audio arrived before the end"
+
+
+@pytest.mark.parametrize(
+    "event", ["TrackUnpublished", "TrackUnsubscribed", "ParticipantDisconnected"]
+)
+async def test_each_end_event_alone_ends_the_stream(livekit_room: LiveKitRoom, event: str) -> None:
+    # The SDK reports an unpublish as unpublish, unsubscribe, or either alone (it drops
+    # the unsubscribe when it handled the unpublish first, and reports neither for a
+    # participant that left): each event, delivered alone through the session's event
+    # bus while the track keeps sounding, ends the stream.
     alice = await livekit_room.join("alice")
     bob = await livekit_room.join("bob")
     async with anyio.create_task_group() as tg, alice.audio.publish("voice") as pub:
-        collector = Collector(bob.audio.stream(await remote(bob, "alice")))
+        tg.start_soon(keep_sounding, pub)
+        peer, publication = await subscribed_publication(bob, "alice")
+        collector = Collector(bob.audio.stream(peer))
         tg.start_soon(collector.run)
-        await pub.write(sine_tone(440.0, 0.3))
         await collector.wait_for_sound()
+        if event == "TrackUnpublished":
+            bob._bus.publish(TrackUnpublished(peer, publication))
+        elif event == "TrackUnsubscribed":
+            bob._bus.publish(TrackUnsubscribed(peer, publication))
+        else:
+            bob._bus.publish(ParticipantDisconnected(peer, lkkit.DisconnectReason.UNKNOWN))
+        await ended_within(collector, 2)
+        received = len(collector.chunks)
+        await anyio.sleep(0.2)  # the track still sounds; nothing more is delivered
+        assert len(collector.chunks) == received
+        # Another track's events do not end a stream.
+        other = Collector(bob.audio.stream(publication))
+        tg.start_soon(other.run)
+        await other.wait_for_sound()
+        bob._bus.publish(
+            ParticipantDisconnected(await remote(alice, "bob"), lkkit.DisconnectReason.UNKNOWN)
+        )
+        await anyio.sleep(0.1)
+        assert not other.stream.ended
+        await other.stream.aclose()
+        tg.cancel_scope.cancel()
+
+
+async def test_stream_not_yet_iterated_ends_when_its_track_goes(livekit_room: LiveKitRoom) -> None:
+    alice = await livekit_room.join("alice")
+    bob = await livekit_room.join("bob")
+    async with alice.audio.publish("voice") as pub:
+        await pub.write(sine_tone(440.0, 0.1))
+        peer, publication = await subscribed_publication(bob, "alice")
+        from_peer = bob.audio.stream(peer)
+        from_publication = bob.audio.stream(publication)
+    # Unpublished before the first __anext__: iteration ends at once.
+    with anyio.fail_after(10):
+        while not (from_peer.ended and from_publication.ended):
+            await asyncio.sleep(0.01)
+    with anyio.fail_after(1):
+        assert [c async for c in from_peer] == []
+        assert [c async for c in from_publication] == []
+
+
+async def test_stream_waiting_for_a_track_ends_when_the_participant_or_session_goes(
+    livekit_room: LiveKitRoom,
+) -> None:
+    alice = await livekit_room.join("alice")
+    bob = await livekit_room.join("bob")
+    carol = await livekit_room.join("carol")
+    waits_for_alice = Collector(bob.audio.stream(await remote(bob, "alice")))
+    waits_for_carol = Collector(bob.audio.stream(await remote(bob, "carol")))
+    assert waits_for_alice.stream.track_sid == ""
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(waits_for_alice.run)
+        tg.start_soon(waits_for_carol.run)
+        await alice.aclose()  # left without ever publishing
+        await ended_within(waits_for_alice)
+        assert not waits_for_carol.stream.ended
         await bob.aclose()
-        with anyio.fail_after(5):
-            await collector.ended.wait()
+        await ended_within(waits_for_carol)
+    assert not waits_for_alice.chunks
+    assert not waits_for_carol.chunks
+    await carol.aclose()
+
+
+async def test_stream_waits_for_the_track_then_reads_it(livekit_room: LiveKitRoom) -> None:
+    alice = await livekit_room.join("alice")
+    bob = await livekit_room.join("bob")
+    collector = Collector(bob.audio.stream(await remote(bob, "alice"), frame_ms=20))
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(collector.run)
+        await anyio.sleep(0.2)
+        async with alice.audio.publish("voice") as pub:
+            tg.start_soon(keep_sounding, pub)
+            await collector.wait_for_sound()
+            assert collector.stream.track_sid == pub.publication.sid
+        await ended_within(collector)
+        tg.cancel_scope.cancel()
+    assert all(c.samples.shape == (960,) for c in collector.chunks)
+    assert [c.timestamp for c in collector.chunks[:3]] == [0.0, 0.02, 0.04]
 
 
 async def test_stream_from_a_raw_sdk_publisher_and_its_unpublish(livekit_room: LiveKitRoom) -> None:
@@ -394,3 +557,29 @@ async def test_publisher_is_entered_once_and_writes_need_the_block(
     with pytest.raises(lkkit.SessionStateError):
         await pub.__aenter__()
     assert not alice.local_participant.track_publications  # unpublished on exit
+
+
+async def test_shared_ffi_subscriptions_are_released_with_the_last_user(
+    livekit_room: LiveKitRoom,
+) -> None:
+    from lkkit._audio_ffi import capture_router, stream_router
+
+    loop = asyncio.get_running_loop()
+    alice = await livekit_room.join("alice")
+    bob = await livekit_room.join("bob")
+    captures, streams = capture_router(loop), stream_router(loop)
+    async with alice.audio.publish("one") as one, alice.audio.publish("two") as two:
+        await one.write(sine_tone(440.0, 0.1))
+        await two.write(sine_tone(440.0, 0.1))
+        stream = bob.audio.stream(await remote(bob, "alice"))
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(keep_sounding, one)
+            collector = Collector(stream)
+            tg.start_soon(collector.run)
+            await collector.wait_for_sound()
+            assert captures._subscription._queue is not None
+            assert streams._subscription._queue is not None
+            await stream.aclose()
+            tg.cancel_scope.cancel()
+        assert streams._subscription._queue is None  # the last stream closed
+    assert captures._subscription._queue is None  # the last publisher closed

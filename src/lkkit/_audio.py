@@ -14,8 +14,9 @@ into 10 ms wire frames, sent by a native task every 10 ms. lkkit therefore hands
 up to `buffer_ms` of whole frames per capture (50 ms by default) instead of one 10 ms
 frame, so one Python await moves five wire frames while the capture still blocks until
 the native buffer is back at `buffer_ms`. lkkit talks to the FFI directly for captures
-and received frames, with one event subscription per publisher or stream, so the
-per-frame Python work is one request and one wake-up.
+and received frames, with one event subscription per event loop for all publishers
+and one for all streams (`_audio_ffi`), so the per-capture or per-chunk Python work is
+one request or one chunk, and one wake-up.
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ import ctypes
 import enum
 import logging
 import time
-from collections.abc import AsyncIterable
+from collections import deque
+from collections.abc import AsyncIterable, Callable
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -34,10 +36,10 @@ import anyio
 import numpy as np
 import numpy.typing as npt
 from livekit import rtc
-from livekit.rtc._ffi_client import FfiClient, FfiHandle
 from livekit.rtc._proto import audio_frame_pb2 as proto_audio
 from livekit.rtc._proto import ffi_pb2 as proto_ffi
 
+from ._audio_ffi import CaptureRouter, StreamRouter, capture_router, drop_handle, stream_router
 from ._audio_frames import (
     AudioFormat,
     FrameSplitter,
@@ -48,6 +50,13 @@ from ._audio_frames import (
 )
 from ._audio_options import AudioOptions
 from ._audio_sources import Resampler
+from ._events import (
+    Event,
+    ParticipantDisconnected,
+    TrackSubscribed,
+    TrackUnpublished,
+    TrackUnsubscribed,
+)
 from ._exceptions import (
     AudioFormatError,
     CaptureError,
@@ -94,14 +103,15 @@ class AudioPublisher:
 
     def __init__(
         self,
-        session: Session,
+        audio: SessionAudio,
         name: str,
         fmt: AudioFormat,
         buffer_ms: int,
         capture_ms: int,
         options: AudioOptions,
     ) -> None:
-        self._session = session
+        self._audio = audio
+        self._session = audio._session
         self._name = name
         self._format = fmt
         self._buffer_ms = buffer_ms
@@ -117,11 +127,10 @@ class AudioPublisher:
         self._track: rtc.LocalAudioTrack | None = None
         self._publication: rtc.LocalTrackPublication | None = None
         self._lock = asyncio.Lock()
-        self._events: asyncio.Queue[proto_ffi.FfiEvent | None] | None = None
-        self._my_ids: set[int] = set()
-        self._id_unknown = False
-        self._inflight_id: int | None = None
-        self._inflight_data: Int16Array | None = None
+        self._router: CaptureRouter | None = None
+        # The capture the native source may still be working on: (async id, its
+        # completion, the samples it points to, kept alive until it completes).
+        self._inflight: tuple[int, asyncio.Future[str], Int16Array] | None = None
         self._playout_end = 0.0
         self._playout_changed = asyncio.Event()
         self._samples_captured = 0
@@ -191,7 +200,9 @@ class AudioPublisher:
         room = self._session.require_connected()
         self._state = _State.OPEN
         loop = asyncio.get_running_loop()
-        self._events = FfiClient.instance.queue.subscribe(loop, filter_fn=self._is_my_event)
+        self._router = capture_router(loop)
+        self._router.acquire()
+        self._audio._publishers.add(self)
         self._source = rtc.AudioSource(
             self._format.sample_rate,
             self._format.channels,
@@ -208,7 +219,6 @@ class AudioPublisher:
         except BaseException:
             await self._release(unpublish=False)
             raise
-        self._session._on_close(self._on_session_closed)
         return self
 
     async def __aexit__(
@@ -249,9 +259,14 @@ class AudioPublisher:
             self._free_native()
 
     def _free_native(self) -> None:
-        if self._events is not None:
-            FfiClient.instance.queue.unsubscribe(self._events)
-            self._events.put_nowait(None)  # wakes a writer waiting for a capture
+        self._audio._publishers.discard(self)
+        router, self._router = self._router, None
+        if router is not None:
+            if self._inflight is not None:
+                # A writer waiting for this capture gets NotConnected. The samples stay
+                # referenced by `_inflight` for as long as this publisher lives.
+                router.abandon(self._inflight[0])
+            router.release()
         if self._source is not None:
             self._source._ffi_handle.dispose()
         self._source = None
@@ -414,20 +429,16 @@ class AudioPublisher:
                     batch = self._process(batch)
                 await self._capture(source, batch)
 
-    def _is_my_event(self, event: proto_ffi.FfiEvent) -> bool:
-        # Runs on the FFI callback thread. While a request is in flight its async_id is
-        # unknown, so every capture callback is let through and _wait_done sorts them.
-        return event.WhichOneof("message") == "capture_audio_frame" and (
-            self._id_unknown or event.capture_audio_frame.async_id in self._my_ids
-        )
-
     async def _capture(self, source: rtc.AudioSource, batch: Int16Array) -> None:
-        if self._inflight_id is not None:
+        router = self._router
+        if self._inflight is not None:
             # A writer was cancelled while its capture was in flight: the native source
             # refuses a second capture until that one completes.
-            await self._wait_done(self._inflight_id)
-        req = proto_ffi.FfiRequest()
-        capture = req.capture_audio_frame
+            await self._wait_inflight()
+        if router is None or self._source is None:
+            raise NotConnected("the audio publisher closed while capturing")
+        request = proto_ffi.FfiRequest()
+        capture = request.capture_audio_frame
         capture.source_handle = source._ffi_handle.handle
         samples_per_channel = len(batch) // self._format.channels
         buffer = capture.buffer
@@ -435,20 +446,13 @@ class AudioPublisher:
         buffer.sample_rate = self._format.sample_rate
         buffer.num_channels = self._format.channels
         buffer.samples_per_channel = samples_per_channel
-        self._id_unknown = True
-        try:
-            resp = FfiClient.instance.request(req)
-            async_id = resp.capture_audio_frame.async_id
-            self._my_ids.add(async_id)
-        finally:
-            self._id_unknown = False
-        self._inflight_id = async_id
-        self._inflight_data = batch
+        async_id, done = router.capture(request)
+        self._inflight = (async_id, done, batch)
         now = time.monotonic()
         self._playout_end = max(self._playout_end, now) + samples_per_channel / self.sample_rate
         self._samples_captured += samples_per_channel
         interrupts = self._interrupts
-        error = await self._wait_done(async_id)
+        error = await self._wait_inflight()
         if self._interrupts != interrupts and self._source is not None:
             # The native source may take a capture's data only once there is room, so
             # data of a capture in flight at interrupt() can land after the clear.
@@ -456,23 +460,18 @@ class AudioPublisher:
         if error:
             raise CaptureError(f"the native audio source refused a frame: {error}")
 
-    async def _wait_done(self, async_id: int) -> str:
-        events = self._events
-        assert events is not None
-        while True:
-            event = await events.get()
-            if event is None:
-                events.put_nowait(None)  # keep waking later waiters
-                self._inflight_id = None
-                raise NotConnected("the audio publisher closed while capturing")
-            done = event.capture_audio_frame.async_id
-            if done not in self._my_ids:
-                continue  # another source's capture, let through while an id was unknown
-            self._my_ids.discard(done)
-            if done == async_id:
-                self._inflight_id = None
-                self._inflight_data = None
-                return event.capture_audio_frame.error
+    async def _wait_inflight(self) -> str:
+        """Wait for the capture in flight; return its error text (empty when none).
+
+        Shielded: a cancelled writer leaves the capture to complete, and the next
+        capture waits for it here instead of overlapping it.
+        """
+        assert self._inflight is not None
+        inflight = self._inflight
+        error = await asyncio.shield(inflight[1])
+        if self._inflight is inflight:
+            self._inflight = None
+        return error
 
     def _wake_playout_waiters(self) -> None:
         self._playout_changed.set()
@@ -493,7 +492,7 @@ class AudioChunk:
     """Received audio: int16 samples, `(n,)` for mono and `(n, channels)` otherwise.
 
     Attributes:
-        samples: the audio, int16.
+        samples: the audio, int16, read-only.
         sample_rate: samples per second per channel.
         channels: channel count.
         timestamp: seconds of audio the stream delivered before this chunk (sample
@@ -521,35 +520,38 @@ class AudioStream:
     """Audio received from one remote track, as [`AudioChunk`][lkkit.AudioChunk]s.
 
     Created by [`session.audio.stream`][lkkit.SessionAudio.stream]. Iterate with
-    `async for`; iteration ends when the track is unsubscribed or unpublished, when
-    the session ends, or after [`aclose`][lkkit.AudioStream.aclose]. Also an
-    `async with` block that closes it.
+    `async for`; iteration ends (chunks already received are yielded first) when the
+    track is unsubscribed or unpublished, when its participant leaves, when the
+    session ends, or after [`aclose`][lkkit.AudioStream.aclose]. Also an `async with`
+    block that closes it.
 
-    Given a participant, the stream waits (inside the first `__anext__`) until that
-    participant's audio track of the chosen source is subscribed, then reads it.
+    Given a participant whose track is not subscribed yet, the stream waits (inside
+    the first `__anext__`) until it is. The native stream opens on the first
+    `__anext__`, so a stream never iterated buffers nothing.
 
-    The SDK's frame queue is unbounded: a consumer that falls behind accumulates
-    latency, never loses audio.
+    Received chunks queue without bound (as in the SDK): a consumer that falls
+    behind accumulates latency, never loses audio.
     """
 
     def __init__(
         self,
-        session: Session,
+        audio: SessionAudio,
         fmt: AudioFormat,
-        target: rtc.Track | tuple[rtc.RemoteParticipant, TrackSource],
+        identity: str,
+        source: TrackSource,
     ) -> None:
+        self._audio = audio
         self._format = fmt
-        self._session = session
-        self._target = target
-        self._handle: FfiHandle | None = None
-        self._handle_id: int | None = None
-        self._events: asyncio.Queue[proto_ffi.FfiEvent | None] | None = None
-        self._track_waiter: asyncio.Future[rtc.Track | None] | None = None
-        self._track_sid = ""
-        self._room: rtc.Room | None = None
-        self._closed = False
+        self._identity = identity
+        self._source = source
+        self._track: rtc.Track | None = None
+        self._sid = ""
+        self._router: StreamRouter | None = None
+        self._handle = 0
+        self._ready: deque[AudioChunk] = deque()
+        self._waiter: asyncio.Future[None] | None = None
+        self._ended = False
         self._samples = 0
-        session._on_close(self._end)
 
     @property
     def sample_rate(self) -> int:
@@ -563,86 +565,70 @@ class AudioStream:
     def frame_ms(self) -> int:
         return self._format.frame_ms
 
-    # -- opening -------------------------------------------------------------------------
+    @property
+    def participant_identity(self) -> str:
+        """Identity of the participant whose track this stream reads."""
+        return self._identity
 
-    async def _open(self) -> None:
-        target = self._target
-        if isinstance(target, tuple):
-            track = await self._wait_for_track(*target)
-            if track is None:
-                return  # closed while waiting
-        else:
-            track = target
-        loop = asyncio.get_running_loop()
-        self._events = FfiClient.instance.queue.subscribe(loop, filter_fn=self._is_my_event)
-        req = proto_ffi.FfiRequest()
-        new = req.new_audio_stream
+    @property
+    def track_sid(self) -> str:
+        """The track's sid; empty while the stream waits for the track."""
+        return self._sid
+
+    @property
+    def ended(self) -> bool:
+        """Whether the stream has ended (buffered chunks may still be yielded)."""
+        return self._ended
+
+    # -- binding and opening -------------------------------------------------------------
+
+    def _bind(self, track: rtc.Track, sid: str) -> None:
+        """Read `track` (called synchronously when the track is known)."""
+        if self._ended or self._track is not None:
+            return
+        self._track = track
+        self._sid = sid
+        self._audio._streams_by_sid.setdefault(sid, set()).add(self)
+        self._wake()
+
+    def _open(self, track: rtc.Track) -> None:
+        request = proto_ffi.FfiRequest()
+        new = request.new_audio_stream
         new.track_handle = track._ffi_handle.handle
         new.sample_rate = self._format.sample_rate
         new.num_channels = self._format.channels
         new.queue_size_frames = 0
         new.frame_size_ms = self._format.frame_ms
         new.type = proto_audio.AudioStreamType.AUDIO_STREAM_NATIVE
-        try:
-            resp = FfiClient.instance.request(req)
-        except BaseException:
+        router = stream_router(asyncio.get_running_loop())
+        self._handle = router.open(request, self)
+        self._router = router
+
+    def _on_native_event(self, event: proto_audio.AudioStreamEvent) -> None:
+        # On the loop thread, routed by the StreamRouter: no task hop, no queue.
+        if event.HasField("frame_received"):
+            owned = event.frame_received.frame
+            info = owned.info
+            raw = ctypes.string_at(info.data_ptr, 2 * info.num_channels * info.samples_per_channel)
+            drop_handle(owned.handle.id)
+            samples: Int16Array = np.frombuffer(raw, dtype=np.int16)
+            if info.num_channels > 1:
+                samples = samples.reshape(-1, info.num_channels)
+            rate = info.sample_rate
+            self._ready.append(
+                AudioChunk(samples, rate, info.num_channels, self._samples / rate, time.monotonic())
+            )
+            self._samples += info.samples_per_channel
+            self._wake()
+        elif event.HasField("eos"):
             self._end()
-            raise
-        stream = resp.new_audio_stream.stream
-        self._handle = FfiHandle(stream.handle.id)
-        self._handle_id = stream.handle.id
-        # The native stream usually ends itself when the track goes, but not always:
-        # the room's track_unsubscribed event ends it for sure.
-        self._track_sid = track.sid
-        self._room = self._session.room
-        self._room.on("track_unsubscribed", self._on_unsubscribed)
 
-    def _on_unsubscribed(self, track: rtc.Track, *_: object) -> None:
-        if track.sid == self._track_sid:
-            self._end()
-
-    async def _wait_for_track(
-        self, participant: rtc.RemoteParticipant, source: TrackSource
-    ) -> rtc.Track | None:
-        wanted = track_source_to_sdk(source)
-
-        def current() -> rtc.Track | None:
-            for publication in participant.track_publications.values():
-                track = publication.track
-                if (
-                    publication.source == wanted
-                    and publication.kind == rtc.TrackKind.KIND_AUDIO
-                    and track is not None
-                ):
-                    return track
-            return None
-
-        waiter: asyncio.Future[rtc.Track | None] = asyncio.get_running_loop().create_future()
-        self._track_waiter = waiter
-
-        def on_subscribed(
-            track: rtc.Track, publication: rtc.RemoteTrackPublication, who: rtc.RemoteParticipant
-        ) -> None:
-            if who is participant and publication.source == wanted and not waiter.done():
-                waiter.set_result(track)
-
-        room = self._session.room
-        room.on("track_subscribed", on_subscribed)
-        try:
-            found = current()
-            if found is not None:
-                return found
-            return await waiter
-        finally:
-            room.off("track_subscribed", on_subscribed)
-            self._track_waiter = None
-
-    def _is_my_event(self, event: proto_ffi.FfiEvent) -> bool:
-        # Runs on the FFI callback thread; until the stream's handle is known every
-        # audio stream event is let through and __anext__ drops the others.
-        return event.WhichOneof("message") == "audio_stream_event" and (
-            self._handle_id is None or event.audio_stream_event.stream_handle == self._handle_id
-        )
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
 
     # -- iteration -----------------------------------------------------------------------
 
@@ -650,57 +636,46 @@ class AudioStream:
         return self
 
     async def __anext__(self) -> AudioChunk:
-        if self._events is None and not self._closed:
-            await self._open()
-        events = self._events
-        if events is None:
-            raise StopAsyncIteration
+        ready = self._ready
+        if ready:
+            return ready.popleft()
         while True:
-            event = await events.get()
-            if event is None:
-                events.put_nowait(None)  # every later __anext__ ends too
-                self._end()
+            if self._ended:
                 raise StopAsyncIteration
-            audio = event.audio_stream_event
-            if audio.stream_handle != self._handle_id:
-                continue
-            if audio.HasField("frame_received"):
-                return self._chunk(audio.frame_received.frame)
-            if audio.HasField("eos"):
-                self._end()
-                raise StopAsyncIteration
-
-    def _chunk(self, owned: proto_audio.OwnedAudioFrameBuffer) -> AudioChunk:
-        info = owned.info
-        count = info.num_channels * info.samples_per_channel
-        raw = ctypes.string_at(info.data_ptr, count * 2)
-        FfiHandle(owned.handle.id).dispose()
-        samples: Int16Array = np.frombuffer(raw, dtype=np.int16)
-        if info.num_channels > 1:
-            samples = samples.reshape(-1, info.num_channels)
-        timestamp = self._samples / info.sample_rate
-        self._samples += info.samples_per_channel
-        return AudioChunk(samples, info.sample_rate, info.num_channels, timestamp, time.monotonic())
+            if self._router is None and self._track is not None:
+                try:
+                    self._open(self._track)
+                except BaseException:
+                    self._end()
+                    raise
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiter = waiter
+            try:
+                await waiter
+            finally:
+                if self._waiter is waiter:
+                    self._waiter = None
+            if ready:
+                return ready.popleft()
 
     # -- closing -------------------------------------------------------------------------
 
     def _end(self) -> None:
-        if self._closed:
+        """End the stream: no more chunks arrive; buffered ones are still yielded."""
+        if self._ended:
             return
-        self._closed = True
-        if self._room is not None:
-            self._room.off("track_unsubscribed", self._on_unsubscribed)
-        if self._track_waiter is not None and not self._track_waiter.done():
-            self._track_waiter.set_result(None)
-        if self._events is not None:
-            FfiClient.instance.queue.unsubscribe(self._events)
-            self._events.put_nowait(None)
-        if self._handle is not None:
-            self._handle.dispose()
+        self._ended = True
+        self._audio._forget(self)
+        router, self._router = self._router, None
+        if router is not None:
+            router.close(self._handle)
+        self._wake()
 
     async def aclose(self) -> None:
-        """Stop receiving; a pending `async for` ends. Idempotent."""
+        """Stop receiving and discard buffered chunks; a pending `async for` ends.
+        Idempotent."""
         self._end()
+        self._ready.clear()
 
     async def __aenter__(self) -> AudioStream:
         return self
@@ -711,7 +686,14 @@ class AudioStream:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self._end()
+        await self.aclose()
+
+    def __repr__(self) -> str:
+        state = "ended" if self._ended else ("open" if self._router else "waiting")
+        return (
+            f"<AudioStream {self._identity!r} {self._sid or '-'} {self.sample_rate} Hz "
+            f"x{self.channels} frame={self.frame_ms} ms {state}>"
+        )
 
 
 # -- the session's audio capability ------------------------------------------------------
@@ -719,10 +701,20 @@ class AudioStream:
 
 class SessionAudio:
     """A session's audio: [`publish`][lkkit.SessionAudio.publish] fixed frames and
-    [`stream`][lkkit.SessionAudio.stream] received audio. Reached as `session.audio`."""
+    [`stream`][lkkit.SessionAudio.stream] received audio. Reached as `session.audio`.
+
+    Owns the session's open publishers and streams: it ends them all when the session
+    ends, and ends a stream when the session's event bus reports its track
+    unsubscribed or unpublished, or its participant gone.
+    """
 
     def __init__(self, session: Session) -> None:
         self._session = session
+        self._publishers: set[AudioPublisher] = set()
+        self._streams: set[AudioStream] = set()
+        self._streams_by_sid: dict[str, set[AudioStream]] = {}
+        self._remove_listener: Callable[[], None] | None = None
+        session._on_close(self._on_session_closed)
 
     def publish(
         self,
@@ -770,9 +762,7 @@ class SessionAudio:
                 f"capture_ms ({capture}) must be a multiple of frame_ms ({frame_ms}) "
                 f"no larger than buffer_ms ({buffer_ms})"
             )
-        return AudioPublisher(
-            self._session, name, fmt, buffer_ms, capture, options or AudioOptions()
-        )
+        return AudioPublisher(self, name, fmt, buffer_ms, capture, options or AudioOptions())
 
     def stream(
         self,
@@ -801,21 +791,31 @@ class SessionAudio:
         fmt = AudioFormat(sample_rate, channels, frame_ms)
         if source not in (TrackSource.MICROPHONE, TrackSource.SCREEN_SHARE_AUDIO):
             raise ConfigurationError(f"source must be an audio source, got {source!r}")
-        self._session.require_connected()
-        target: rtc.Track | tuple[rtc.RemoteParticipant, TrackSource]
+        room = self._session.require_connected()
         if isinstance(track, Participant | rtc.RemoteParticipant):
             participant = track.sdk if isinstance(track, Participant) else track
             if not isinstance(participant, rtc.RemoteParticipant):
                 raise ConfigurationError(
                     "receive audio from a remote participant, not the local one"
                 )
-            target = (participant, source)
-        else:
-            target = self._resolve_track(track)
-        return AudioStream(self._session, fmt, target)
+            stream = AudioStream(self, fmt, participant.identity, source)
+            self._track_streams(stream)
+            found = _subscribed_audio(participant, track_source_to_sdk(source))
+            if found is not None:
+                stream._bind(*found)
+            return stream
+        sdk_track, sid = self._resolve_track(track)
+        identity = next(
+            (i for i, p in room.remote_participants.items() if sid in p.track_publications),
+            "",
+        )
+        stream = AudioStream(self, fmt, identity, source)
+        self._track_streams(stream)
+        stream._bind(sdk_track, sid)
+        return stream
 
     @staticmethod
-    def _resolve_track(track: TrackPublication | rtc.Track) -> rtc.Track:
+    def _resolve_track(track: TrackPublication | rtc.Track) -> tuple[rtc.Track, str]:
         if isinstance(track, TrackPublication):
             publication = track.sdk
             if not isinstance(publication, rtc.RemoteTrackPublication):
@@ -826,9 +826,76 @@ class SessionAudio:
                 raise TrackNotSubscribed(
                     f"track {publication.sid} is not subscribed by this session (yet)"
                 )
-            return publication.track
+            return publication.track, publication.sid
         if not isinstance(track, rtc.RemoteAudioTrack):
             raise ConfigurationError(
                 f"receive audio from a remote audio track, got {type(track).__name__}"
             )
-        return track
+        return track, track.sid
+
+    # -- ending streams and publishers ---------------------------------------------------
+
+    def _track_streams(self, stream: AudioStream) -> None:
+        if self._remove_listener is None:
+            # One listener on the session's event bus for all of this session's
+            # streams; the bus drops it when the session ends.
+            self._remove_listener = self._session._bus.add_listener(self._on_event)
+        self._streams.add(stream)
+
+    def _forget(self, stream: AudioStream) -> None:
+        self._streams.discard(stream)
+        readers = self._streams_by_sid.get(stream._sid)
+        if readers is not None:
+            readers.discard(stream)
+            if not readers:
+                del self._streams_by_sid[stream._sid]
+
+    def _on_event(self, event: Event) -> None:
+        # Synchronous, in the SDK's dispatch order. Both unsubscribe and unpublish
+        # end a stream: when the SDK handles the unpublish first it drops the
+        # publication and never reports the unsubscribe; nor does it report tracks
+        # unsubscribed after their participant left.
+        if isinstance(event, TrackUnsubscribed | TrackUnpublished):
+            for stream in tuple(self._streams_by_sid.get(event.publication.sid, ())):
+                stream._end()
+        elif isinstance(event, ParticipantDisconnected):
+            identity = event.participant.identity
+            for stream in tuple(self._streams):
+                if stream._identity == identity:
+                    stream._end()
+        elif isinstance(event, TrackSubscribed):
+            publication = event.publication.sdk
+            track = publication.track
+            if track is None or publication.kind != rtc.TrackKind.KIND_AUDIO:
+                return
+            identity = event.participant.identity
+            for stream in tuple(self._streams):
+                if (
+                    stream._track is None
+                    and stream._identity == identity
+                    and publication.source == track_source_to_sdk(stream._source)
+                ):
+                    stream._bind(track, publication.sid)
+
+    def _on_session_closed(self) -> None:
+        for stream in tuple(self._streams):
+            stream._end()
+        for publisher in tuple(self._publishers):
+            publisher._on_session_closed()
+        if self._remove_listener is not None:
+            self._remove_listener()
+            self._remove_listener = None
+
+
+def _subscribed_audio(
+    participant: rtc.RemoteParticipant, source: int
+) -> tuple[rtc.Track, str] | None:
+    for publication in participant.track_publications.values():
+        track = publication.track
+        if (
+            publication.source == source
+            and publication.kind == rtc.TrackKind.KIND_AUDIO
+            and track is not None
+        ):
+            return track, publication.sid
+    return None
