@@ -208,7 +208,12 @@ class _Sink:
     async def receive(self) -> Event:
         assert self._receive is not None
         try:
-            return await self._receive.receive()
+            # What is buffered is taken without a trip through the event loop (as
+            # asyncio.Queue.get does); anyio's receive() would yield once per event.
+            try:
+                return self._receive.receive_nowait()
+            except anyio.WouldBlock:
+                return await self._receive.receive()
         except (anyio.EndOfStream, anyio.ClosedResourceError):
             if self.overflowed:
                 raise EventOverflow(
