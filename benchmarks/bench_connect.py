@@ -37,7 +37,7 @@ async def _raw_connect(server: LocalLiveKitServer, n: int) -> float:
 
 
 async def main(server: LocalLiveKitServer, quick: bool) -> None:
-    repeats = 3 if quick else 9
+    repeats = 3 if quick else 15
     rows = []
     for n in (1, 4, 8):
         lk: list[float] = []
