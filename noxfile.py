@@ -29,6 +29,24 @@ def tests(session: nox.Session) -> None:
     _in_sandbox(session, "python", "-m", "pytest", *session.posargs)
 
 
+# The lowest versions pyproject.toml allows; `tests_lowest` proves those bounds.
+LOWEST = [
+    "livekit==1.2.1",
+    "livekit-api==1.2.2",
+    "numpy==2.0.*",
+    "pydantic==2.10.*",
+    "anyio==4.6.*",
+]
+
+
+@nox.session
+def tests_lowest(session: nox.Session) -> None:
+    """The test suite with every runtime dependency at its lowest allowed version."""
+    _install(session)
+    session.install(*LOWEST)
+    _in_sandbox(session, "python", "-m", "pytest", *session.posargs)
+
+
 @nox.session
 def lint(session: nox.Session) -> None:
     """ruff: lint and formatting."""
