@@ -39,7 +39,7 @@ from ._event_bus import (
     HandlerResult,
     OverflowPolicy,
 )
-from ._events import Event
+from ._events import Disconnected, Event
 from ._exceptions import (
     ConfigurationError,
     ConnectError,
@@ -53,7 +53,6 @@ from ._types import (
     ConnectionState,
     DisconnectReason,
     connection_state_from_sdk,
-    disconnect_reason_from_sdk,
 )
 
 if TYPE_CHECKING:
@@ -156,6 +155,7 @@ class Session:
         self._ended = asyncio.Event()
         self._close_hooks: list[Callable[[], None]] = []
         self._background: set[asyncio.Task[None]] = set()
+        self._stop_watching: Callable[[], None] = lambda: None
         # Bound to the room before connect, so events of the join itself are not lost.
         self._bus = EventBus()
         # Subscriptions end when the session ends, after its Disconnected event.
@@ -446,7 +446,7 @@ class Session:
             else:
                 self._bus.bind(self.room)
             room = self.room
-            room.on("disconnected", self._on_sdk_disconnected)
+            self._stop_watching = self._bus.add_listener(self._watch_for_disconnect)
             self._room_sid = await self._wait_for_sid(room)
         except BaseException:
             self._state = _State.CLOSED
@@ -486,11 +486,13 @@ class Session:
         except (TimeoutError, RuntimeError):
             return ""
 
-    def _on_sdk_disconnected(self, reason: int) -> None:
-        # Called by the SDK (sync) when the server ends the session or on unrecoverable
-        # failure; also after our own disconnect.
+    def _watch_for_disconnect(self, event: Event) -> None:
+        # A bus listener (sync, in SDK dispatch order): the server ended the session
+        # (removed, room deleted) or it failed beyond recovery.
+        if not isinstance(event, Disconnected):
+            return
         if self._disconnect_reason is None:
-            self._disconnect_reason = disconnect_reason_from_sdk(reason)
+            self._disconnect_reason = event.reason
         _open_sessions.discard(self)
         self._ended.set()
         if self._state is _State.CONNECTED and not self._shutdown_done:
@@ -517,7 +519,7 @@ class Session:
         _open_sessions.discard(self)
         with anyio.CancelScope(shield=True):
             if self._room is not None:
-                self._room.off("disconnected", self._on_sdk_disconnected)
+                self._stop_watching()
                 if self._owns_room and was_connected:
                     await self._disconnect_room(self._room)
                     if self._disconnect_reason is None:
