@@ -632,3 +632,31 @@ async def test_stream_state_and_subscription_permission_are_not_delivered(
         lkkit.StreamState.ACTIVE,
         lkkit.StreamState.UNKNOWN,
     )
+
+
+async def test_end_to_end_encryption_events(livekit_room: LiveKitRoom) -> None:
+    options = lkkit.ConnectOptions(e2ee_key=b"a shared key of the test room!!!")
+    alice = await livekit_room.join("alice", options=options)
+    bob = await livekit_room.join("bob", options=options)
+    async with (
+        bob.events(ParticipantEncryptionStatusChanged) as status,
+        bob.events(E2eeStateChanged) as states,
+    ):
+        source, _ = await publish_mic(alice)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(play, source, 3.0, 8_000)
+            encrypted = await expect(status, ParticipantEncryptionStatusChanged)
+            assert encrypted.participant.identity == "alice"
+            assert encrypted.encrypted
+            state = await expect(states, E2eeStateChanged)
+            assert state.participant.identity == "alice"
+            assert state.state is lkkit.EncryptionState.OK
+            tg.cancel_scope.cancel()
+
+
+def test_e2ee_key_is_checked_and_not_shown() -> None:
+    with pytest.raises(lkkit.ConfigurationError):
+        lkkit.ConnectOptions(e2ee_key=b"")
+    with pytest.raises(lkkit.ConfigurationError):
+        lkkit.ConnectOptions(e2ee_key="text")  # type: ignore[arg-type]
+    assert "secret-key" not in repr(lkkit.ConnectOptions(e2ee_key=b"secret-key"))

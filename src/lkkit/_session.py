@@ -22,7 +22,7 @@ import time
 import urllib.parse
 import weakref
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType, TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
@@ -82,12 +82,16 @@ class ConnectOptions:
             [`ConnectTimeout`][lkkit.ConnectTimeout]; bounded so a dead server
             never hangs the caller.
         disconnect_timeout: seconds leaving may take before lkkit gives up waiting.
+        e2ee_key: a shared key for end-to-end encryption of media (AES-GCM, keys
+            derived by the SDK); every participant must use the same key. `None`
+            (the default) sends media encrypted only in transport (DTLS-SRTP).
     """
 
     auto_subscribe: bool = True
     dynacast: bool = False
     connect_timeout: float = 15.0
     disconnect_timeout: float = _DISCONNECT_TIMEOUT_S
+    e2ee_key: bytes | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if not self.connect_timeout > 0:
@@ -96,11 +100,21 @@ class ConnectOptions:
             raise ConfigurationError(
                 f"disconnect_timeout must be > 0, got {self.disconnect_timeout}"
             )
+        if self.e2ee_key is not None and (
+            not isinstance(self.e2ee_key, bytes) or not self.e2ee_key
+        ):
+            raise ConfigurationError("e2ee_key must be non-empty bytes (or None)")
 
     def _to_sdk(self) -> rtc.RoomOptions:
+        encryption = None
+        if self.e2ee_key is not None:
+            encryption = rtc.E2EEOptions(
+                key_provider_options=rtc.KeyProviderOptions(shared_key=self.e2ee_key)
+            )
         return rtc.RoomOptions(
             auto_subscribe=self.auto_subscribe,
             dynacast=self.dynacast,
+            encryption=encryption,
             # Each signal attempt gets the whole budget; lkkit bounds the total itself.
             connect_timeout=self.connect_timeout,
         )
