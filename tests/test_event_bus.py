@@ -274,3 +274,33 @@ async def test_a_subscription_must_be_entered() -> None:
     async with events:
         with pytest.raises(lkkit.SessionStateError):
             await events.__aenter__()
+
+
+async def test_an_async_handler_still_running_at_the_end_is_cancelled(
+    livekit_room: LiveKitRoom, caplog: pytest.LogCaptureFixture
+) -> None:
+    grace = 0.5
+    alice = await livekit_room.join("alice", options=lkkit.ConnectOptions(disconnect_timeout=grace))
+    started = anyio.Event()
+    cancelled: list[bool] = []
+
+    async def stuck(event: Event) -> None:
+        started.set()
+        try:
+            await anyio.sleep_forever()
+        except anyio.get_cancelled_exc_class():
+            cancelled.append(True)
+            raise
+
+    handler = alice.on(stuck, DataReceived)
+    bob = await livekit_room.join("bob")
+    with anyio.fail_after(WAIT_S):
+        while not started.is_set():
+            await bob.room.local_participant.publish_data(b"x", reliable=True)
+            with anyio.move_on_after(0.3):
+                await started.wait()
+    with caplog.at_level(logging.WARNING, logger="lkkit"), anyio.fail_after(WAIT_S):
+        await alice.aclose()  # returns although the handler never would
+    assert cancelled == [True]
+    assert not handler.active
+    assert "still running at session end" in caplog.text
