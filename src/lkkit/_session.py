@@ -540,8 +540,8 @@ class Session:
                         self._disconnect_reason = DisconnectReason.CLIENT_INITIATED
             for task in list(self._background):
                 await task
+            # The close hooks it runs end the bus (after its Disconnected event).
             await self._run_shutdown_callbacks()
-            self._bus.close(self._disconnect_reason)
             await self._bus.wait_handlers(self._options.disconnect_timeout)
             self._ended.set()
 
