@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 import anyio
@@ -25,18 +25,29 @@ async def receive(subscription: DataSubscription[DataMessage]) -> DataMessage:
                 return message
 
 
+async def _ping_until_received(
+    receiver: lkkit.Session, ping: Callable[[], Awaitable[object]]
+) -> None:
+    """Send pings on the `_ready` topic until `receiver` gets one."""
+    async with receiver.data.messages("_ready") as ready:
+        while True:
+            await ping()
+            with anyio.move_on_after(0.3):
+                await ready.receive()
+                return
+
+
+async def _until_known(identity: str, session: lkkit.Session) -> None:
+    while identity not in session.remote_participants:
+        await anyio.sleep(0.05)
+
+
 async def wait_ready(sender: lkkit.Session, *receivers: lkkit.Session) -> None:
     """Wait until each receiver sees the sender and gets its packets."""
     with anyio.fail_after(WAIT):
         for receiver in receivers:
-            while receiver.local_participant.identity not in sender.remote_participants:
-                await anyio.sleep(0.05)
-            async with receiver.data.messages("_ready") as ready:
-                while True:
-                    await sender.data.send(b"ping", topic="_ready")
-                    with anyio.move_on_after(0.3):
-                        await ready.receive()
-                        break
+            await _until_known(receiver.local_participant.identity, sender)
+            await _ping_until_received(receiver, lambda: sender.data.send(b"ping", topic="_ready"))
 
 
 @asynccontextmanager
@@ -57,11 +68,7 @@ async def wait_raw_to_lkkit(raw: rtc.Room, session: lkkit.Session) -> None:
     joined; its packets arrive without identity until then (see docs/data.md).
     """
     with anyio.fail_after(WAIT):
-        while raw.local_participant.identity not in session.remote_participants:
-            await anyio.sleep(0.05)
-        async with session.data.messages("_ready") as ready:
-            while True:
-                await raw.local_participant.publish_data(b"ping", topic="_ready")
-                with anyio.move_on_after(0.3):
-                    await ready.receive()
-                    return
+        await _until_known(raw.local_participant.identity, session)
+        await _ping_until_received(
+            session, lambda: raw.local_participant.publish_data(b"ping", topic="_ready")
+        )

@@ -17,7 +17,7 @@ import pytest
 from livekit import rtc
 
 import lkkit
-from data_helpers import WAIT, raw_peer, receive, wait_raw_to_lkkit
+from data_helpers import WAIT, raw_peer, receive, wait_raw_to_lkkit, wait_ready
 from lkkit._chunking import encode_message
 from lkkit._data_subscription import DataSubscription
 from lkkit._data_types import DataDropped, DataDropReason, DataKind, DataOptions
@@ -215,15 +215,7 @@ async def test_send_failing_mid_message_is_reported_on_both_sides(
     alice = await livekit_room.join("alice")
     bob = await livekit_room.join("bob")
     bob.data.configure(DataOptions(incomplete_timeout=1.0))
-    with anyio.fail_after(WAIT):
-        while "bob" not in alice.remote_participants:
-            await anyio.sleep(0.05)
-        async with bob.data.messages("_ready") as ready:
-            while True:
-                await alice.data.send(b"ping", topic="_ready")
-                with anyio.move_on_after(0.3):
-                    await ready.receive()
-                    break
+    await wait_ready(alice, bob)
     real_publish = alice.data._publish
     calls = 0
     fail_from = 3  # the SDK accepts two packets, then refuses every one
