@@ -61,19 +61,27 @@ async def _lkkit_publish(url: str, tok: str, tracks: int, seconds: float) -> flo
     return cpu
 
 
+async def _publish_raw_sources(
+    room: rtc.Room, tracks: int, *, queue_ms: int
+) -> list[rtc.AudioSource]:
+    """Publish `tracks` raw microphone tracks, then let them settle for 1 s."""
+    sources = []
+    for i in range(tracks):
+        source = rtc.AudioSource(RATE, 1, queue_size_ms=queue_ms)
+        track = rtc.LocalAudioTrack.create_audio_track(f"t{i}", source)
+        await room.local_participant.publish_track(
+            track, rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE)
+        )
+        sources.append(source)
+    await asyncio.sleep(1.0)
+    return sources
+
+
 async def _raw_publish(url: str, tok: str, tracks: int, seconds: float) -> float:
     room = rtc.Room()
     await room.connect(url, tok)
     try:
-        sources = []
-        for i in range(tracks):
-            source = rtc.AudioSource(RATE, 1, queue_size_ms=50)
-            track = rtc.LocalAudioTrack.create_audio_track(f"t{i}", source)
-            await room.local_participant.publish_track(
-                track, rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE)
-            )
-            sources.append(source)
-        await asyncio.sleep(1.0)
+        sources = await _publish_raw_sources(room, tracks, queue_ms=50)
 
         async def feed(source: rtc.AudioSource) -> None:
             pos = 0
@@ -97,15 +105,7 @@ async def _floor_publish(url: str, tok: str, tracks: int, seconds: float) -> flo
     room = rtc.Room()
     await room.connect(url, tok)
     try:
-        sources = []
-        for i in range(tracks):
-            source = rtc.AudioSource(RATE, 1, queue_size_ms=500)
-            track = rtc.LocalAudioTrack.create_audio_track(f"t{i}", source)
-            await room.local_participant.publish_track(
-                track, rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE)
-            )
-            sources.append(source)
-        await asyncio.sleep(1.0)
+        sources = await _publish_raw_sources(room, tracks, queue_ms=500)
         half_second = rtc.AudioFrame(np.resize(TONE, RATE // 2).tobytes(), RATE, 1, RATE // 2)
 
         async def feed(source: rtc.AudioSource) -> None:
