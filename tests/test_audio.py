@@ -573,7 +573,9 @@ async def test_shared_ffi_subscriptions_are_released_with_the_last_user(
         await two.write(sine_tone(440.0, 0.1))
         stream = bob.audio.stream(await remote(bob, "alice"))
         async with anyio.create_task_group() as tg:
+            # The stream binds whichever microphone track is subscribed first.
             tg.start_soon(keep_sounding, one)
+            tg.start_soon(keep_sounding, two)
             collector = Collector(stream)
             tg.start_soon(collector.run)
             await collector.wait_for_sound()
