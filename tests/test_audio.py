@@ -320,6 +320,40 @@ async def test_options_reach_the_published_track(livekit_room: LiveKitRoom) -> N
         AudioOptions(source=lkkit.TrackSource.CAMERA)
 
 
+async def test_echo_cancellation_removes_the_far_end_and_keeps_the_near_end(
+    livekit_room: LiveKitRoom,
+) -> None:
+    alice = await livekit_room.join("alice")
+    bob = await livekit_room.join("bob")
+    step = RATE // 10
+    far_end = (np.random.default_rng(7).standard_normal(RATE * 3) * 3_000).astype(np.int16)
+    echo = far_end // 2  # what the microphone hears of the loudspeaker: 1,500 RMS
+    near_end = sine_tone(440.0, 1.0, amplitude=0.1)  # the local talker: 2,317 RMS
+    options = AudioOptions(echo_cancellation=True)
+    async with anyio.create_task_group() as tg:
+        async with alice.audio.publish("voice", options=options) as pub:
+            collector = Collector(bob.audio.stream(await remote(bob, "alice"), frame_ms=100))
+            tg.start_soon(collector.run)
+            # As a voice app does: each 100 ms, the audio it plays, then the microphone.
+            for start in range(0, len(echo), step):
+                pub.feed_far_end(far_end[start : start + step])
+                await pub.write(echo[start : start + step])
+            for start in range(0, len(near_end), step):
+                pub.feed_far_end(np.zeros(step, np.int16))
+                await pub.write(near_end[start : start + step])
+            await pub.wait_for_playout()
+            await anyio.sleep(0.3)
+        await collector.stream.aclose()
+    levels = collector.rms()
+    talk = [i for i, level in enumerate(levels) if level > 1_000]
+    assert len(talk) >= 8, levels
+    assert abs(peak_hz(np.concatenate([collector.chunks[i].samples for i in talk])) - 440) <= 5
+    assert min(levels[i] for i in talk[1:-1]) > 0.8 * 2_317  # the talker is kept
+    echo_phase = levels[: talk[0]]
+    assert len(echo_phase) >= 15, levels  # 1.5 s of the 3 s of echo was received
+    assert max(echo_phase) < 150, levels  # the echo is down by more than 20 dB
+
+
 async def subscribed_publication(
     session: lkkit.Session, identity: str
 ) -> tuple[lkkit.RemoteParticipant, lkkit.TrackPublication]:
