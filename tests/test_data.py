@@ -13,6 +13,7 @@ from functools import partial
 import anyio
 import anyio.lowlevel
 import pytest
+from livekit import rtc
 
 import lkkit
 from data_helpers import WAIT, receive, wait_ready
@@ -24,6 +25,7 @@ from lkkit._data_types import (
     DataOptions,
     DataSent,
 )
+from lkkit._events import Reconnected
 from lkkit._exceptions import InvalidDataArgument
 from lkkit.testing import LiveKitRoom
 
@@ -265,7 +267,6 @@ async def test_send_without_data_permission_is_refused(livekit_room: LiveKitRoom
 
 async def test_raw_sdk_without_permission_is_silently_dropped(livekit_room: LiveKitRoom) -> None:
     """What lkkit protects from: the raw SDK reports success, the server drops it."""
-    from livekit import rtc
 
     bob = await livekit_room.join("bob")
     raw = rtc.Room()
@@ -279,6 +280,74 @@ async def test_raw_sdk_without_permission_is_silently_dropped(livekit_room: Live
             assert (await receive(messages)).payload == marker
     finally:
         await raw.disconnect()
+
+
+# -- reconnection ----------------------------------------------------------------------
+
+BIG = 4 * 1024 * 1024  # about 4 s through the local server: a reconnect lands mid-message
+
+
+async def reconnect_mid_message(
+    alice: lkkit.Session,
+    bob: lkkit.Session,
+    who: str,
+    scenario: rtc.SimulateScenarioKind.ValueType,
+    payload: bytes,
+) -> DataSent:
+    """Alice sends `payload` on "big"; one second in, `who` goes through `scenario`."""
+    target = alice if who == "sender" else bob
+    sent: list[DataSent] = []
+
+    async def send() -> None:
+        sent.append(await alice.data.send(payload, topic="big"))
+
+    async with target.events(Reconnected) as reconnected, anyio.create_task_group() as tg:
+        tg.start_soon(send)
+        await anyio.sleep(1.0)
+        assert bob.data.stats.chunked_received == 0  # the message is still in flight
+        await target.room.simulate_scenario(scenario)
+        with anyio.fail_after(WAIT):
+            await reconnected.__anext__()
+    (result,) = sent
+    return result
+
+
+@pytest.mark.parametrize("who", ["sender", "receiver"])
+async def test_signal_reconnect_mid_message_delivers_it_whole(
+    livekit_room: LiveKitRoom, who: str
+) -> None:
+    async with pair(livekit_room) as (alice, bob), bob.data.messages("big") as messages:
+        payload = os.urandom(BIG)
+        scenario = rtc.SimulateScenarioKind.SIMULATE_SIGNAL_RECONNECT
+        await reconnect_mid_message(alice, bob, who, scenario, payload)
+        assert (await receive(messages)).payload == payload
+    assert bob.data.stats.total_dropped == 0
+
+
+@pytest.mark.parametrize("who", ["sender", "receiver"])
+async def test_full_reconnect_mid_message_is_reported_as_a_timeout_drop(
+    livekit_room: LiveKitRoom, who: str
+) -> None:
+    """A full reconnect replaces the data channels: the packets in flight are lost and
+    the SDK does not tell the sender. The receiver reports the partial message."""
+    async with pair(livekit_room) as (alice, bob):
+        bob.data.configure(DataOptions(incomplete_timeout=3.0))
+        async with bob.data.messages("big") as messages, bob.data.drops() as drops:
+            scenario = rtc.SimulateScenarioKind.SIMULATE_FULL_RECONNECT
+            sent = await reconnect_mid_message(alice, bob, who, scenario, os.urandom(BIG))
+            with anyio.fail_after(WAIT):
+                drop = await drops.receive()
+            assert (drop.reason, drop.sender, drop.topic, drop.message_id) == (
+                DataDropReason.TIMEOUT,
+                "alice",
+                "big",
+                sent.message_id,
+            )
+            assert 0 < drop.bytes_dropped < BIG
+            # Nothing of the lost message is delivered, and data flows again.
+            await wait_ready(alice, bob)
+            marker = await send_marker(alice, "big")
+            assert (await receive(messages)).payload == marker
 
 
 # -- order -----------------------------------------------------------------------------
