@@ -350,10 +350,12 @@ async def test_echo_cancellation_removes_the_far_end_and_keeps_the_near_end(
     assert abs(peak_hz(np.concatenate([collector.chunks[i].samples for i in talk])) - 440) <= 5
     assert min(levels[i] for i in talk[1:-1]) > 0.8 * 2_317  # the talker is kept
     # The canceller converges within the first 200 ms (its first 100 ms chunk has
-    # measured from 16 to 590 RMS); from then on the echo stays more than 20 dB down.
-    echo_phase = levels[: talk[0]]
-    assert len(echo_phase) >= 15, levels  # 1.5 s of the 3 s of echo was received
-    assert max(echo_phase[2:]) < 150, levels
+    # measured from 15 to 780 RMS); from then on the echo stays more than 20 dB down.
+    # Received chunks do not line up with written ones: the chunk before the first
+    # loud one holds the talker's first samples, so it is left out too.
+    echo_phase = levels[2 : talk[0] - 1]
+    assert len(echo_phase) >= 12, levels  # 1.2 s of the 3 s of echo was received
+    assert max(echo_phase) < 150, levels
 
 
 async def subscribed_publication(
