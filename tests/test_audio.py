@@ -35,6 +35,17 @@ async def remote(session: lkkit.Session, identity: str) -> lkkit.RemoteParticipa
     return session.remote_participants[identity]
 
 
+async def subscribed_publication(
+    session: lkkit.Session, identity: str
+) -> tuple[lkkit.RemoteParticipant, lkkit.TrackPublication]:
+    peer = await remote(session, identity)
+    with anyio.fail_after(10):
+        while not any(p.subscribed for p in peer.track_publications.values()):
+            await asyncio.sleep(0.01)
+    (publication,) = peer.track_publications.values()
+    return peer, publication
+
+
 class Collector:
     """Reads an AudioStream into a list in the background (owned by a task group)."""
 
@@ -88,7 +99,8 @@ async def test_tone_reaches_another_session_at_440_hz_and_expected_level(
     tone = sine_tone(440.0, 1.5, amplitude=0.5)
     async with anyio.create_task_group() as tg:
         async with alice.audio.publish("voice") as pub:
-            stream = bob.audio.stream(await remote(bob, "alice"), frame_ms=10)
+            peer, _ = await subscribed_publication(bob, "alice")
+            stream = bob.audio.stream(peer, frame_ms=10)
             collector = Collector(stream)
             tg.start_soon(collector.run)
             await pub.write(tone)
@@ -114,7 +126,8 @@ async def test_interrupt_silences_the_receiver_within_about_60_ms(
     bob = await livekit_room.join("bob")
     async with anyio.create_task_group() as tg:
         async with alice.audio.publish("voice") as pub:
-            collector = Collector(bob.audio.stream(await remote(bob, "alice")))
+            peer, _ = await subscribed_publication(bob, "alice")  # the tone must arrive
+            collector = Collector(bob.audio.stream(peer))
             tg.start_soon(collector.run)
             await pub.write(sine_tone(440.0, 0.6))
             # The native buffer now holds 50-100 ms and the next second is pending.
@@ -170,7 +183,8 @@ async def test_stereo_is_published_and_received_as_two_channels(
     right = sine_tone(1000.0, 1.0, amplitude=0.4)
     async with anyio.create_task_group() as tg:
         async with alice.audio.publish("music", channels=2) as pub:
-            collector = Collector(bob.audio.stream(await remote(bob, "alice"), channels=2))
+            peer, _ = await subscribed_publication(bob, "alice")
+            collector = Collector(bob.audio.stream(peer, channels=2))
             tg.start_soon(collector.run)
             await pub.write(np.stack([left, right], axis=1))
             await pub.flush()
@@ -198,7 +212,8 @@ async def test_input_at_another_rate_is_resampled(livekit_room: LiveKitRoom) -> 
     tone_16k = sine_tone(440.0, 1.0, sample_rate=16_000, amplitude=0.5)
     async with anyio.create_task_group() as tg:
         async with alice.audio.publish("voice") as pub:
-            collector = Collector(bob.audio.stream(await remote(bob, "alice")))
+            peer, _ = await subscribed_publication(bob, "alice")
+            collector = Collector(bob.audio.stream(peer))
             tg.start_soon(collector.run)
             # Float input from an async iterator, at 16 kHz, in 70 ms pieces.
             await pub.play(
@@ -332,7 +347,8 @@ async def test_echo_cancellation_removes_the_far_end_and_keeps_the_near_end(
     options = AudioOptions(echo_cancellation=True)
     async with anyio.create_task_group() as tg:
         async with alice.audio.publish("voice", options=options) as pub:
-            collector = Collector(bob.audio.stream(await remote(bob, "alice"), frame_ms=100))
+            peer, _ = await subscribed_publication(bob, "alice")
+            collector = Collector(bob.audio.stream(peer, frame_ms=100))
             tg.start_soon(collector.run)
             # As a voice app does: each 100 ms, the audio it plays, then the microphone.
             for start in range(0, len(echo), step):
@@ -356,17 +372,6 @@ async def test_echo_cancellation_removes_the_far_end_and_keeps_the_near_end(
     echo_phase = levels[2 : talk[0] - 1]
     assert len(echo_phase) >= 12, levels  # 1.2 s of the 3 s of echo was received
     assert max(echo_phase) < 150, levels
-
-
-async def subscribed_publication(
-    session: lkkit.Session, identity: str
-) -> tuple[lkkit.RemoteParticipant, lkkit.TrackPublication]:
-    peer = await remote(session, identity)
-    with anyio.fail_after(10):
-        while not any(p.subscribed for p in peer.track_publications.values()):
-            await asyncio.sleep(0.01)
-    (publication,) = peer.track_publications.values()
-    return peer, publication
 
 
 async def ended_within(collector: Collector, timeout: float = 10.0) -> None:
