@@ -293,7 +293,8 @@ async def reconnect_mid_message(
     scenario: rtc.SimulateScenarioKind.ValueType,
     payload: bytes,
 ) -> DataSent:
-    """Alice sends `payload` on "big"; 0.3 s in, `who` goes through `scenario`."""
+    """Alice sends `payload` on "big"; once bob holds part of it, `who` goes through
+    `scenario`."""
     target = alice if who == "sender" else bob
     sent: list[DataSent] = []
 
@@ -302,7 +303,9 @@ async def reconnect_mid_message(
 
     async with target.events(Reconnected) as reconnected, anyio.create_task_group() as tg:
         tg.start_soon(send)
-        await anyio.sleep(0.3)  # some chunks have arrived: the reconnect lands mid-message
+        with anyio.fail_after(WAIT):  # the reconnect lands mid-message
+            while bob.data.stats.pending_bytes == 0:
+                await anyio.sleep(0.01)
         assert bob.data.stats.chunked_received == 0
         await target.room.simulate_scenario(scenario)
         with anyio.fail_after(WAIT):

@@ -13,7 +13,7 @@ import pytest
 from livekit import api, rtc
 
 import lkkit
-from data_helpers import WAIT, raw_peer, receive, wait_raw_to_lkkit
+from data_helpers import WAIT, raw_peer, receive, wait_raw_to_lkkit, wait_ready
 from lkkit._chunking import MAGIC, MAX_PACKET_BYTES, Complete, Reassembler, Stored
 from lkkit._data_types import DataKind
 from lkkit.testing import LiveKitRoom
@@ -216,18 +216,12 @@ async def test_native_stream_send_reaches_plain_stream_handlers(
 async def test_lkkit_to_lkkit_native_stream(livekit_room: LiveKitRoom) -> None:
     alice = await livekit_room.join("alice")
     bob = await livekit_room.join("bob")
+    # A stream sent before bob's subscriber connection is up could be lost: wait until
+    # alice's packets reach bob, then send each stream once.
+    await wait_ready(alice, bob)
     async with bob.data.messages("n") as messages:
-        with anyio.fail_after(WAIT):
-            while "bob" not in alice.remote_participants:
-                await anyio.sleep(0.05)
-        # A stream sent before bob's subscriber connection is up could be lost, so
-        # retry the first one until it arrives.
-        with anyio.fail_after(WAIT):
-            while True:
-                await alice.data.send(b"first", topic="n", native_stream=True)
-                with anyio.move_on_after(0.5):
-                    first = await messages.receive()
-                    break
+        await alice.data.send(b"first", topic="n", native_stream=True)
+        first = await receive(messages)
         await alice.data.send(b"second", topic="n", native_stream=True, to=["bob"])
         second = await receive(messages)
     assert first.payload == b"first"
