@@ -40,7 +40,6 @@ MID2 = bytes.fromhex("1112131415161718")
 
 PROPERTY = settings(
     max_examples=300,
-    deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 
