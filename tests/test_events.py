@@ -132,11 +132,18 @@ async def publish_mic(session: lkkit.Session, name: str = "mic") -> tuple[rtc.Au
     return source, publication.sid
 
 
-async def play(source: rtc.AudioSource, seconds: float, amplitude: float) -> None:
-    """Real-time 440 Hz tone (amplitude 0 = digital silence) in 10 ms frames."""
+async def play(
+    source: rtc.AudioSource, seconds: float, amplitude: float, stop: anyio.Event | None = None
+) -> None:
+    """Real-time 440 Hz tone (amplitude 0 = digital silence) in 10 ms frames, for
+    `seconds` or until `stop` is set. Stopping between frames, not by cancelling a
+    capture, leaves the source usable: a cancelled capture still runs natively, and
+    the next one would overlap it."""
     samples = 480
     t = np.arange(samples) / 48_000
     for i in range(int(seconds * 100)):
+        if stop is not None and stop.is_set():
+            return
         wave = amplitude * np.sin(2 * np.pi * 440 * (t + i * samples / 48_000))
         frame = rtc.AudioFrame(wave.astype(np.int16).tobytes(), 48_000, 1, samples)
         await source.capture_frame(frame)
@@ -521,12 +528,13 @@ async def test_speaking_starts_with_a_tone_and_stops_with_silence(
         alice.events(participant="bob") as bobs,
         alice.events(ActiveSpeakersChanged) as speakers,
     ):
+        heard = anyio.Event()
         async with anyio.create_task_group() as tg:
-            tg.start_soon(play, source, 20.0, 12_000)  # ends once the start is seen
+            tg.start_soon(play, source, 20.0, 12_000, heard)  # ends once the start is seen
             started = await expect(bobs, IsSpeakingChanged)
             assert started.speaking
             assert started.participant.identity == "bob"
-            tg.cancel_scope.cancel()
+            heard.set()
         active = await expect(speakers, ActiveSpeakersChanged, lambda e: bool(e.speakers))
         assert [p.identity for p in active.speakers] == ["bob"]
 
