@@ -111,6 +111,13 @@ async def until(predicate: Callable[[], object], timeout: float = WAIT_S) -> Non
             await anyio.sleep(0.02)
 
 
+async def until_track_known(session: lkkit.Session, identity: str, sid: str) -> None:
+    """Wait until `session` knows the track `sid` of the remote participant `identity`."""
+    await until(
+        lambda: sid in getattr(session.remote_participants.get(identity), "track_publications", {})
+    )
+
+
 async def drain(events: EventSubscription[Any], seconds: float) -> list[Any]:
     """Everything the subscription delivers within `seconds`."""
     seen: list[Any] = []
@@ -322,9 +329,7 @@ async def test_mute_and_unmute_local_and_remote(livekit_room: LiveKitRoom) -> No
         _, sid = await publish_mic(bob)
         publication = bob.room.local_participant.track_publications[sid]
         assert publication.track is not None
-        await until(
-            lambda: sid in getattr(alice.remote_participants.get("bob"), "track_publications", {})
-        )
+        await until_track_known(alice, "bob", sid)
         publication.track.mute()
 
         muted_local = await expect(local, TrackMuted)
@@ -353,11 +358,7 @@ async def test_mute_through_the_server_api(livekit_room: LiveKitRoom) -> None:
         async with admin(livekit_room) as server:
             # Alice must know the track: muting a track the server has not published
             # yet reaches her as an already muted TrackPublished, not a TrackMuted.
-            await until(
-                lambda: (
-                    sid in getattr(alice.remote_participants.get("bob"), "track_publications", {})
-                )
-            )
+            await until_track_known(alice, "bob", sid)
             await server.mute_published_track(livekit_room.name, "bob", sid, muted=True)
         assert (await expect(local, TrackMuted)).publication.sid == sid
         assert (await expect(remote, TrackMuted)).participant.identity == "bob"
