@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import ast
 import inspect
+import types
 import typing
+from pathlib import Path
+
+import pytest
 
 import lkkit
 import lkkit.testing
+
+PACKAGES = (lkkit, lkkit.testing)
 
 
 def isort_key(name: str) -> tuple[int, str]:
@@ -17,7 +24,7 @@ def isort_key(name: str) -> tuple[int, str]:
 
 
 def test_all_is_sorted_and_complete() -> None:
-    for module in (lkkit, lkkit.testing):
+    for module in PACKAGES:
         names = module.__all__
         assert names == sorted(names, key=isort_key), module.__name__
         assert len(set(names)) == len(names)
@@ -30,8 +37,46 @@ def test_all_is_sorted_and_complete() -> None:
         assert public <= exported_or_submodule, public - exported_or_submodule
 
 
+def _type_checking_imports(module: types.ModuleType) -> dict[str, str]:
+    """Name -> module of the imports in the `if TYPE_CHECKING:` block of a package."""
+    assert module.__file__ is not None
+    tree = ast.parse(Path(module.__file__).read_text())
+    imports: dict[str, str] = {}
+    for node in tree.body:
+        if not isinstance(node, ast.If) or not isinstance(node.test, ast.Name | ast.Attribute):
+            continue  # `if not TYPE_CHECKING:` is the runtime side
+        if ast.unparse(node.test).endswith("TYPE_CHECKING"):
+            for statement in node.body:
+                assert isinstance(statement, ast.ImportFrom), ast.unparse(statement)
+                for alias in statement.names:
+                    imports[alias.asname or alias.name] = "." * statement.level + (
+                        statement.module or ""
+                    )
+    return imports
+
+
+def test_lazy_exports_agree_with_all_and_the_type_checking_imports() -> None:
+    """The names are imported on first use: what type checkers see (the `TYPE_CHECKING`
+    imports), what `__getattr__` loads (`_EXPORTS`) and `__all__` must be the same."""
+    for module in PACKAGES:
+        exports: dict[str, str] = module._EXPORTS
+        eager = {"__version__"} if module is lkkit else set()
+        assert set(exports) | eager == set(module.__all__), module.__name__
+        assert _type_checking_imports(module) == exports, module.__name__
+        assert set(module.__all__) <= set(dir(module)), module.__name__
+
+
+def test_every_export_resolves_and_nothing_else_does() -> None:
+    for module in PACKAGES:
+        for name in module.__all__:
+            getattr(module, name)
+            assert name in vars(module), f"{module.__name__}.{name} is not kept once loaded"
+        with pytest.raises(AttributeError, match="Sesion"):
+            _ = module.Sesion
+
+
 def test_every_export_is_documented() -> None:
-    for module in (lkkit, lkkit.testing):
+    for module in PACKAGES:
         for name in module.__all__:
             obj = getattr(module, name)
             # Type aliases carry their docs as attribute docstrings (read by mkdocstrings,

@@ -10,122 +10,259 @@ async with lkkit.connect(url, token) as session:
 Only the asyncio backend is supported: the LiveKit SDK is bound to asyncio.
 """
 
-from ._admin import ParticipantInfo, RoomAdmin, RoomInfo
-from ._audio import AudioChunk, AudioPublisher, AudioStream, SessionAudio
-from ._audio_options import AudioOptions
-from ._audio_sources import WavAudio, iter_chunks, read_wav, silence, sine_tone
-from ._chunking import MAX_PACKET_BYTES
-from ._data import DataChannel
-from ._data_subscription import DataSubscription
-from ._data_types import (
-    LOSSY_MTU_BYTES,
-    MAX_TOPIC_BYTES,
-    DataDropped,
-    DataDropReason,
-    DataKind,
-    DataMessage,
-    DataOptions,
-    DataSent,
-    DataStats,
-)
-from ._event_bus import EventHandler, EventSnapshot, EventSubscription, OverflowPolicy
-from ._events import (
-    ActiveSpeakersChanged,
-    ConnectionQualityChanged,
-    ConnectionStateChanged,
-    DataReceived,
-    DataTrackPublished,
-    DataTrackUnpublished,
-    Disconnected,
-    E2eeStateChanged,
-    Event,
-    IsSpeakingChanged,
-    LocalTrackPublished,
-    LocalTrackRepublished,
-    LocalTrackSubscribed,
-    LocalTrackUnpublished,
-    Moved,
-    ParticipantActive,
-    ParticipantAttributesChanged,
-    ParticipantConnected,
-    ParticipantDisconnected,
-    ParticipantEncryptionStatusChanged,
-    ParticipantMetadataChanged,
-    ParticipantNameChanged,
-    ParticipantPermissionsChanged,
-    Reconnected,
-    Reconnecting,
-    RoomMetadataChanged,
-    RoomUpdated,
-    SipDtmfReceived,
-    TokenRefreshed,
-    TrackMuted,
-    TrackPublished,
-    TrackStreamStateChanged,
-    TrackSubscribed,
-    TrackSubscriptionFailed,
-    TrackSubscriptionPermissionChanged,
-    TrackUnmuted,
-    TrackUnpublished,
-    TrackUnsubscribed,
-    TranscriptionReceived,
-    TranscriptionSegment,
-)
-from ._exceptions import (
-    AudioError,
-    AudioFormatError,
-    CaptureError,
-    ConfigurationError,
-    ConnectError,
-    ConnectionRejected,
-    ConnectTimeout,
-    DataError,
-    DataPermissionDenied,
-    DataSendIncomplete,
-    DataTooLarge,
-    EventOverflow,
-    InvalidCredentials,
-    InvalidDataArgument,
-    InvalidGrant,
-    LkkitError,
-    LocalServerError,
-    NotConnected,
-    PublishError,
-    RemoteCallError,
-    ServerApiError,
-    ServerBinaryNotFound,
-    ServerStartError,
-    ServerUnreachable,
-    SessionStateError,
-    StreamError,
-    TokenError,
-    TokenExpired,
-    TokenMalformed,
-    TokenSignatureInvalid,
-    TokenVerificationError,
-    TrackNotSubscribed,
-)
-from ._participants import (
-    LocalParticipant,
-    Participant,
-    ParticipantPermissions,
-    RemoteParticipant,
-    TrackPublication,
-)
-from ._session import ConnectOptions, Session, ShutdownCallback, connect
-from ._tokens import Credentials, Grants, Token
-from ._types import (
-    ConnectionQuality,
-    ConnectionState,
-    DataReliability,
-    DisconnectReason,
-    EncryptionState,
-    ParticipantKind,
-    StreamState,
-    TrackKind,
-    TrackSource,
-)
+# The names below are imported on first use (PEP 562), not with the package: importing
+# `lkkit` (which pytest does in every project that installs lkkit, for its plugin) must
+# not load the SDK, numpy or pydantic. Type checkers and IDEs read the real imports in
+# the `TYPE_CHECKING` block. To export a name, add it to the `TYPE_CHECKING` imports, to
+# `_EXPORTS` and to `__all__`; `tests/test_public_api.py` checks that the three agree.
+
+import typing as _typing
+from importlib import import_module as _import_module
+
 from ._version import __version__
+
+if _typing.TYPE_CHECKING:
+    from ._admin import ParticipantInfo, RoomAdmin, RoomInfo
+    from ._audio import AudioChunk, AudioPublisher, AudioStream, SessionAudio
+    from ._audio_options import AudioOptions
+    from ._audio_sources import WavAudio, iter_chunks, read_wav, silence, sine_tone
+    from ._chunking import MAX_PACKET_BYTES
+    from ._data import DataChannel
+    from ._data_subscription import DataSubscription
+    from ._data_types import (
+        LOSSY_MTU_BYTES,
+        MAX_TOPIC_BYTES,
+        DataDropped,
+        DataDropReason,
+        DataKind,
+        DataMessage,
+        DataOptions,
+        DataSent,
+        DataStats,
+    )
+    from ._event_bus import EventHandler, EventSnapshot, EventSubscription, OverflowPolicy
+    from ._events import (
+        ActiveSpeakersChanged,
+        ConnectionQualityChanged,
+        ConnectionStateChanged,
+        DataReceived,
+        DataTrackPublished,
+        DataTrackUnpublished,
+        Disconnected,
+        E2eeStateChanged,
+        Event,
+        IsSpeakingChanged,
+        LocalTrackPublished,
+        LocalTrackRepublished,
+        LocalTrackSubscribed,
+        LocalTrackUnpublished,
+        Moved,
+        ParticipantActive,
+        ParticipantAttributesChanged,
+        ParticipantConnected,
+        ParticipantDisconnected,
+        ParticipantEncryptionStatusChanged,
+        ParticipantMetadataChanged,
+        ParticipantNameChanged,
+        ParticipantPermissionsChanged,
+        Reconnected,
+        Reconnecting,
+        RoomMetadataChanged,
+        RoomUpdated,
+        SipDtmfReceived,
+        TokenRefreshed,
+        TrackMuted,
+        TrackPublished,
+        TrackStreamStateChanged,
+        TrackSubscribed,
+        TrackSubscriptionFailed,
+        TrackSubscriptionPermissionChanged,
+        TrackUnmuted,
+        TrackUnpublished,
+        TrackUnsubscribed,
+        TranscriptionReceived,
+        TranscriptionSegment,
+    )
+    from ._exceptions import (
+        AudioError,
+        AudioFormatError,
+        CaptureError,
+        ConfigurationError,
+        ConnectError,
+        ConnectionRejected,
+        ConnectTimeout,
+        DataError,
+        DataPermissionDenied,
+        DataSendIncomplete,
+        DataTooLarge,
+        EventOverflow,
+        InvalidCredentials,
+        InvalidDataArgument,
+        InvalidGrant,
+        LkkitError,
+        LocalServerError,
+        NotConnected,
+        PublishError,
+        RemoteCallError,
+        ServerApiError,
+        ServerBinaryNotFound,
+        ServerStartError,
+        ServerUnreachable,
+        SessionStateError,
+        StreamError,
+        TokenError,
+        TokenExpired,
+        TokenMalformed,
+        TokenSignatureInvalid,
+        TokenVerificationError,
+        TrackNotSubscribed,
+    )
+    from ._participants import (
+        LocalParticipant,
+        Participant,
+        ParticipantPermissions,
+        RemoteParticipant,
+        TrackPublication,
+    )
+    from ._session import ConnectOptions, Session, ShutdownCallback, connect
+    from ._tokens import Credentials, Grants, Token
+    from ._types import (
+        ConnectionQuality,
+        ConnectionState,
+        DataReliability,
+        DisconnectReason,
+        EncryptionState,
+        ParticipantKind,
+        StreamState,
+        TrackKind,
+        TrackSource,
+    )
+
+# Public name -> the private module that defines it.
+_EXPORTS: dict[str, str] = {
+    "ParticipantInfo": "._admin",
+    "RoomAdmin": "._admin",
+    "RoomInfo": "._admin",
+    "AudioChunk": "._audio",
+    "AudioPublisher": "._audio",
+    "AudioStream": "._audio",
+    "SessionAudio": "._audio",
+    "AudioOptions": "._audio_options",
+    "WavAudio": "._audio_sources",
+    "iter_chunks": "._audio_sources",
+    "read_wav": "._audio_sources",
+    "silence": "._audio_sources",
+    "sine_tone": "._audio_sources",
+    "MAX_PACKET_BYTES": "._chunking",
+    "DataChannel": "._data",
+    "DataSubscription": "._data_subscription",
+    "LOSSY_MTU_BYTES": "._data_types",
+    "MAX_TOPIC_BYTES": "._data_types",
+    "DataDropReason": "._data_types",
+    "DataDropped": "._data_types",
+    "DataKind": "._data_types",
+    "DataMessage": "._data_types",
+    "DataOptions": "._data_types",
+    "DataSent": "._data_types",
+    "DataStats": "._data_types",
+    "EventHandler": "._event_bus",
+    "EventSnapshot": "._event_bus",
+    "EventSubscription": "._event_bus",
+    "OverflowPolicy": "._event_bus",
+    "ActiveSpeakersChanged": "._events",
+    "ConnectionQualityChanged": "._events",
+    "ConnectionStateChanged": "._events",
+    "DataReceived": "._events",
+    "DataTrackPublished": "._events",
+    "DataTrackUnpublished": "._events",
+    "Disconnected": "._events",
+    "E2eeStateChanged": "._events",
+    "Event": "._events",
+    "IsSpeakingChanged": "._events",
+    "LocalTrackPublished": "._events",
+    "LocalTrackRepublished": "._events",
+    "LocalTrackSubscribed": "._events",
+    "LocalTrackUnpublished": "._events",
+    "Moved": "._events",
+    "ParticipantActive": "._events",
+    "ParticipantAttributesChanged": "._events",
+    "ParticipantConnected": "._events",
+    "ParticipantDisconnected": "._events",
+    "ParticipantEncryptionStatusChanged": "._events",
+    "ParticipantMetadataChanged": "._events",
+    "ParticipantNameChanged": "._events",
+    "ParticipantPermissionsChanged": "._events",
+    "Reconnected": "._events",
+    "Reconnecting": "._events",
+    "RoomMetadataChanged": "._events",
+    "RoomUpdated": "._events",
+    "SipDtmfReceived": "._events",
+    "TokenRefreshed": "._events",
+    "TrackMuted": "._events",
+    "TrackPublished": "._events",
+    "TrackStreamStateChanged": "._events",
+    "TrackSubscribed": "._events",
+    "TrackSubscriptionFailed": "._events",
+    "TrackSubscriptionPermissionChanged": "._events",
+    "TrackUnmuted": "._events",
+    "TrackUnpublished": "._events",
+    "TrackUnsubscribed": "._events",
+    "TranscriptionReceived": "._events",
+    "TranscriptionSegment": "._events",
+    "AudioError": "._exceptions",
+    "AudioFormatError": "._exceptions",
+    "CaptureError": "._exceptions",
+    "ConfigurationError": "._exceptions",
+    "ConnectError": "._exceptions",
+    "ConnectTimeout": "._exceptions",
+    "ConnectionRejected": "._exceptions",
+    "DataError": "._exceptions",
+    "DataPermissionDenied": "._exceptions",
+    "DataSendIncomplete": "._exceptions",
+    "DataTooLarge": "._exceptions",
+    "EventOverflow": "._exceptions",
+    "InvalidCredentials": "._exceptions",
+    "InvalidDataArgument": "._exceptions",
+    "InvalidGrant": "._exceptions",
+    "LkkitError": "._exceptions",
+    "LocalServerError": "._exceptions",
+    "NotConnected": "._exceptions",
+    "PublishError": "._exceptions",
+    "RemoteCallError": "._exceptions",
+    "ServerApiError": "._exceptions",
+    "ServerBinaryNotFound": "._exceptions",
+    "ServerStartError": "._exceptions",
+    "ServerUnreachable": "._exceptions",
+    "SessionStateError": "._exceptions",
+    "StreamError": "._exceptions",
+    "TokenError": "._exceptions",
+    "TokenExpired": "._exceptions",
+    "TokenMalformed": "._exceptions",
+    "TokenSignatureInvalid": "._exceptions",
+    "TokenVerificationError": "._exceptions",
+    "TrackNotSubscribed": "._exceptions",
+    "LocalParticipant": "._participants",
+    "Participant": "._participants",
+    "ParticipantPermissions": "._participants",
+    "RemoteParticipant": "._participants",
+    "TrackPublication": "._participants",
+    "ConnectOptions": "._session",
+    "Session": "._session",
+    "ShutdownCallback": "._session",
+    "connect": "._session",
+    "Credentials": "._tokens",
+    "Grants": "._tokens",
+    "Token": "._tokens",
+    "ConnectionQuality": "._types",
+    "ConnectionState": "._types",
+    "DataReliability": "._types",
+    "DisconnectReason": "._types",
+    "EncryptionState": "._types",
+    "ParticipantKind": "._types",
+    "StreamState": "._types",
+    "TrackKind": "._types",
+    "TrackSource": "._types",
+}
 
 __all__ = [
     "LOSSY_MTU_BYTES",
@@ -252,3 +389,23 @@ __all__ = [
     "silence",
     "sine_tone",
 ]
+
+
+def _load_export(name: str) -> object:
+    """Import `name` from its private module on first use, then keep it in the namespace."""
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(_import_module(module, __name__), name)
+    globals()[name] = value  # later lookups do not come back here
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
+
+
+if not _typing.TYPE_CHECKING:
+    # Hidden from type checkers: they see the real imports above, and a module-level
+    # `__getattr__` would make them accept any misspelt `lkkit.X` as an `object`.
+    __getattr__ = _load_export

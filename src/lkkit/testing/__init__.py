@@ -12,16 +12,39 @@ The pytest plugin is registered automatically when lkkit is installed; it gives 
 `livekit_server` and `livekit_room` fixtures.
 """
 
-from ._binary import (
-    LIVEKIT_SERVER_MODULE,
-    LIVEKIT_SERVER_VERSION,
-    cache_dir,
-    ensure_server_binary,
-    find_server_binary,
-)
-from ._livekit_room import LiveKitRoom
-from ._sandbox import SANDBOX_ADDRESS, check_loopback_only, local_addresses, run_in_sandbox
-from ._server import LocalLiveKitServer
+# Imported on first use (PEP 562), like `lkkit` itself: pytest imports this package in
+# every project that installs lkkit, to load the plugin. To export a name, add it to the
+# `TYPE_CHECKING` imports, to `_EXPORTS` and to `__all__`.
+
+import typing as _typing
+from importlib import import_module as _import_module
+
+if _typing.TYPE_CHECKING:
+    from ._binary import (
+        LIVEKIT_SERVER_MODULE,
+        LIVEKIT_SERVER_VERSION,
+        cache_dir,
+        ensure_server_binary,
+        find_server_binary,
+    )
+    from ._livekit_room import LiveKitRoom
+    from ._sandbox import SANDBOX_ADDRESS, check_loopback_only, local_addresses, run_in_sandbox
+    from ._server import LocalLiveKitServer
+
+# Public name -> the private module that defines it.
+_EXPORTS: dict[str, str] = {
+    "LIVEKIT_SERVER_MODULE": "._binary",
+    "LIVEKIT_SERVER_VERSION": "._binary",
+    "cache_dir": "._binary",
+    "ensure_server_binary": "._binary",
+    "find_server_binary": "._binary",
+    "LiveKitRoom": "._livekit_room",
+    "SANDBOX_ADDRESS": "._sandbox",
+    "check_loopback_only": "._sandbox",
+    "local_addresses": "._sandbox",
+    "run_in_sandbox": "._sandbox",
+    "LocalLiveKitServer": "._server",
+}
 
 __all__ = [
     "LIVEKIT_SERVER_MODULE",
@@ -36,3 +59,23 @@ __all__ = [
     "local_addresses",
     "run_in_sandbox",
 ]
+
+
+def _load_export(name: str) -> object:
+    """Import `name` from its private module on first use, then keep it in the namespace."""
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(_import_module(module, __name__), name)
+    globals()[name] = value  # later lookups do not come back here
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
+
+
+if not _typing.TYPE_CHECKING:
+    # Hidden from type checkers: they see the real imports above, and a module-level
+    # `__getattr__` would make them accept any misspelt name as an `object`.
+    __getattr__ = _load_export

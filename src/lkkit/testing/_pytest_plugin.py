@@ -9,6 +9,11 @@ Fixtures:
 
 When a test fails, the server's log lines written during that test are attached to
 the report as the section "livekit-server log".
+
+pytest loads this module in every run of every project that installs lkkit, so at
+module level it imports only pytest and the standard library; the fixtures import the
+server and the session machinery (the SDK, numpy, pydantic) when a test first uses one
+(`tests/test_pytest_plugin.py` checks this).
 """
 
 from __future__ import annotations
@@ -16,13 +21,15 @@ from __future__ import annotations
 import re
 import secrets
 from collections.abc import AsyncIterator, Generator, Iterator
+from typing import TYPE_CHECKING
 
 import pytest
 
-from ._livekit_room import LiveKitRoom
-from ._server import LocalLiveKitServer
+if TYPE_CHECKING:
+    from ._livekit_room import LiveKitRoom
+    from ._server import LocalLiveKitServer
 
-_server_key = pytest.StashKey[LocalLiveKitServer]()
+_server_key: pytest.StashKey[LocalLiveKitServer] = pytest.StashKey()
 _log_offset_key = pytest.StashKey[int]()
 
 
@@ -34,6 +41,8 @@ def _room_name(nodeid: str) -> str:
 @pytest.fixture(scope="session")
 def livekit_server(pytestconfig: pytest.Config) -> Iterator[LocalLiveKitServer]:
     """A real livekit-server on loopback, shared by the whole test session."""
+    from ._server import LocalLiveKitServer
+
     with LocalLiveKitServer() as server:
         pytestconfig.stash[_server_key] = server
         yield server
@@ -45,6 +54,8 @@ async def livekit_room(
     livekit_server: LocalLiveKitServer, request: pytest.FixtureRequest
 ) -> AsyncIterator[LiveKitRoom]:
     """A fresh room on the shared server; sessions joined through it close at teardown."""
+    from ._livekit_room import LiveKitRoom
+
     room = LiveKitRoom(livekit_server, _room_name(request.node.nodeid))
     try:
         yield room
