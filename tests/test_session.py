@@ -267,12 +267,15 @@ async def test_connect_timeout_against_a_silent_server() -> None:
     async with anyio.create_task_group() as tg:
         tg.start_soon(listener.serve, hold)
         start = time.monotonic()
-        with pytest.raises(lkkit.ConnectError):
+        with pytest.raises(lkkit.ConnectTimeout):
             async with lkkit.connect(
                 f"ws://127.0.0.1:{port}", "token", lkkit.ConnectOptions(connect_timeout=1.0)
             ):
                 pytest.fail("connected to a silent server")
-        assert time.monotonic() - start < 10
+        elapsed = time.monotonic() - start
+        # The 1 s timeout is what ends the attempt: not before it, and not much later (the
+        # slack is for a loaded CI machine, not a performance bound).
+        assert 0.9 <= elapsed < 1.0 + 2.0, elapsed
         tg.cancel_scope.cancel()
     for stream in accepted:
         await stream.aclose()
