@@ -428,16 +428,20 @@ async def test_room_metadata_through_the_server_api(livekit_room: LiveKitRoom) -
 async def test_data_from_a_participant_and_from_the_server(livekit_room: LiveKitRoom) -> None:
     alice = await livekit_room.join("alice")
     bob = await livekit_room.join("bob")
+    # Data from a participant alice does not know arrives without its sender: the SDK's
+    # native layer drops the identity (documented limitation; this fails once the SDK
+    # keeps it). A hidden participant is never announced, so that is certain here; bob,
+    # who publishes nothing, is announced up to 3 s late, but whether his first packet
+    # beats the announcement is a race.
+    ghost = await livekit_room.join("ghost", hidden=True)
     async with alice.events(DataReceived) as events:
         before = time.time()
-        # Bob publishes nothing, so alice learns of him up to 3 s late. Data he sends
-        # meanwhile arrives without his identity: the SDK's native layer drops it
-        # (documented limitation; this fails once the SDK keeps it).
-        await bob.room.local_participant.publish_data(b"early", reliable=True, topic="chat")
+        await ghost.room.local_participant.publish_data(b"early", reliable=True, topic="chat")
         early = await expect(events, DataReceived)
         assert (early.payload, early.topic) == (b"early", "chat")
-        if "bob" not in alice.remote_participants:
-            assert early.participant is None
+        assert early.participant is None
+        assert early.sender_identity is None
+        assert "ghost" not in alice.remote_participants
         await until(lambda: "bob" in alice.remote_participants)
 
         await bob.room.local_participant.publish_data(b"hello", reliable=True, topic="chat")
@@ -565,7 +569,8 @@ async def test_connection_quality(livekit_room: LiveKitRoom) -> None:
             lambda e: e.participant.identity == "bob",
             QUALITY_WAIT_S,
         )
-        assert isinstance(remote.quality, lkkit.ConnectionQuality)
+        # Over loopback the server rates bob's connection excellent.
+        assert remote.quality is lkkit.ConnectionQuality.EXCELLENT
 
 
 # -- connection --------------------------------------------------------------------------
@@ -604,7 +609,9 @@ async def test_disconnected_when_removed_and_iteration_ends(livekit_room: LiveKi
         seen = await drain(events, WAIT_S)
     disconnected = [e for e in seen if isinstance(e, Disconnected)]
     assert [e.reason for e in disconnected] == [lkkit.DisconnectReason.PARTICIPANT_REMOVED]
-    assert seen[-1] is disconnected[0] or isinstance(seen[-1], ConnectionStateChanged)
+    # The state change to DISCONNECTED comes first; `Disconnected` is the last event.
+    assert seen[-1] is disconnected[0]
+    assert ConnectionStateChanged(lkkit.ConnectionState.DISCONNECTED) in seen[:-1]
     assert alice.disconnect_reason is lkkit.DisconnectReason.PARTICIPANT_REMOVED
 
 
@@ -647,9 +654,10 @@ async def test_stream_state_and_subscription_permission_are_not_delivered(
         # update (and unsubscribe her).
         bob.room.local_participant.set_track_subscription_permissions(allow_all_participants=False)
         assert await drain(missing, 3.0) == []
-    assert alice.remote_participants["bob"].track_publications[sid].stream_state in (
-        lkkit.StreamState.ACTIVE,
-        lkkit.StreamState.UNKNOWN,
+    # No stream-state update reaches the SDK, so the publication keeps the state it was
+    # subscribed with, even after the server unsubscribed alice.
+    assert alice.remote_participants["bob"].track_publications[sid].stream_state is (
+        lkkit.StreamState.ACTIVE
     )
 
 
