@@ -9,6 +9,7 @@ import time
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import numpy as np
 import numpy.typing as npt
 import pytest
@@ -250,10 +251,23 @@ async def test_concurrent_and_cancelled_writers_are_serialised(livekit_room: Liv
                 tg.start_soon(pub.write, sine_tone(440.0, 0.1))
         assert pub.samples_captured == 4 * 4800
         # A writer cancelled while its capture is in flight leaves that capture to
-        # finish; the next write waits for it instead of failing.
-        with anyio.move_on_after(0.12):
-            await pub.write(sine_tone(440.0, 1.0))
-        await pub.write(sine_tone(440.0, 0.1))
+        # finish; the next write waits for it instead of failing. The writer is
+        # cancelled right after it handed its first batch to the native source, so
+        # that capture is still in flight (only the writer clears it).
+        before = pub.samples_captured
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(pub.write, sine_tone(440.0, 1.0))
+            with anyio.fail_after(10):
+                while pub.samples_captured == before:
+                    await anyio.lowlevel.checkpoint()
+            tg.cancel_scope.cancel()
+        cancelled_at = pub.samples_captured
+        assert before < cancelled_at < before + 48000  # one batch of the second, not all
+        assert pub._inflight is not None
+        await pub.write(sine_tone(440.0, 0.1))  # waits for it: no CaptureError
+        # The cancelled write's queued rest is not dropped: the next write sends it first.
+        assert pub.samples_captured == before + 48000 + 4800
+        assert pub._inflight is None
         pub.interrupt()
 
 
