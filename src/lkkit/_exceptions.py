@@ -29,7 +29,8 @@ LkkitError
 │   └── TrackNotSubscribed (RuntimeError)    audio asked of a track not received
 ├── ServerApiError                           the server API answered with an error
 ├── StreamError (ConnectionError)            a native data stream failed
-├── EventOverflow                            an event subscription fell too far behind
+├── SubscriptionOverflow                     a subscription (OverflowPolicy.FAIL) fell behind
+├── SubscriptionBusy (RuntimeError)          two tasks read one subscription at once
 └── LocalServerError                         lkkit.testing could not provide a server
     ├── ServerBinaryNotFound (FileNotFoundError)
     └── ServerStartError (RuntimeError)
@@ -65,7 +66,6 @@ __all__ = [
     "DataPermissionDenied",
     "DataSendIncomplete",
     "DataTooLarge",
-    "EventOverflow",
     "InvalidCredentials",
     "InvalidDataArgument",
     "InvalidGrant",
@@ -80,6 +80,8 @@ __all__ = [
     "ServerUnreachable",
     "SessionStateError",
     "StreamError",
+    "SubscriptionBusy",
+    "SubscriptionOverflow",
     "TokenError",
     "TokenExpired",
     "TokenMalformed",
@@ -254,12 +256,17 @@ class StreamError(LkkitError, ConnectionError):
     """Raised when a native LiveKit data stream fails or is cut short."""
 
 
-class EventOverflow(LkkitError):
-    """Raised by iterating an event subscription made with `OverflowPolicy.FAIL` once
-    its buffer overflowed: lkkit ended the subscription rather than drop events.
+class SubscriptionOverflow(LkkitError):
+    """Raised by reading a subscription made with `OverflowPolicy.FAIL` once its buffer
+    overflowed: lkkit ended the subscription rather than drop items.
 
-    Every event buffered before the overflow is delivered first.
+    Every item buffered before the overflow is delivered first.
     """
+
+
+class SubscriptionBusy(LkkitError, RuntimeError):
+    """Raised when a task reads a subscription that another task is reading right now
+    (each would get only some of the items)."""
 
 
 # -- the local test server ---------------------------------------------------------------
