@@ -48,6 +48,18 @@ def tests_lowest(session: nox.Session) -> None:
 
 
 @nox.session
+def tests_latest(session: nox.Session) -> None:
+    """The test suite with the newest SDK release, past pyproject.toml's upper bound.
+
+    lkkit uses SDK internals (all in `lkkit/_sdk_compat.py`); `tests/test_sdk_compat.py`
+    names any that a new release changed.
+    """
+    _install(session)
+    session.install("--upgrade", "livekit", "livekit-api", "livekit-protocol")
+    _in_sandbox(session, "python", "-m", "pytest", *session.posargs)
+
+
+@nox.session
 def lint(session: nox.Session) -> None:
     """ruff: lint and formatting."""
     session.install("ruff>=0.8")

@@ -43,6 +43,7 @@ from ._participants import (
     TrackPublication,
     participant_view,
 )
+from ._sdk_compat import room_token
 from ._types import (
     ConnectionQuality,
     ConnectionState,
@@ -691,7 +692,7 @@ SDK_EVENT_CONVERTERS: Mapping[str, Converter] = MappingProxyType(
             room.metadata, room.num_participants, room.num_publishers, room.is_recording
         ),
         "moved": lambda room, a: Moved(room.name),
-        "token_refreshed": lambda room, a: TokenRefreshed(room._token or ""),
+        "token_refreshed": lambda room, a: TokenRefreshed(room_token(room)),
         "data_received": _data_received,
         "sip_dtmf_received": lambda room, a: SipDtmfReceived(
             _remote(a[0].participant) if a[0].participant else None, a[0].code, a[0].digit

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from types import MappingProxyType
 
 from livekit import rtc
-from livekit.rtc._proto import participant_pb2
 
+from ._sdk_compat import proto_participant as participant_pb2
 from ._types import (
     ConnectionQuality,
     ParticipantKind,

@@ -1,0 +1,260 @@
+"""Every private part of the LiveKit SDK that lkkit touches, in one place.
+
+lkkit uses a few of the SDK's internals where its public API cannot do the job (the FFI
+for cheap audio, the room's raw event for previous metadata values, handles for
+release at exit). Nothing else in lkkit reaches past the SDK's public API: an SDK
+release that changes one of these breaks here, and `tests/test_sdk_compat.py` names
+the part that changed (each entry of `REQUIREMENTS` is one test).
+
+`pyproject.toml` bounds `livekit` below its next minor release for the same reason;
+`nox -s tests_latest` runs the suite with the newest SDK release.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from livekit import rtc
+from livekit.rtc import data_stream as _data_stream
+from livekit.rtc._ffi_client import FfiClient
+from livekit.rtc._proto import audio_frame_pb2 as proto_audio
+from livekit.rtc._proto import ffi_pb2 as proto_ffi
+from livekit.rtc._proto import participant_pb2 as proto_participant
+
+__all__ = [
+    "REQUIREMENTS",
+    "SdkStreamError",
+    "dispose_handle",
+    "drop_handle",
+    "ffi_request",
+    "handle_id",
+    "proto_audio",
+    "proto_ffi",
+    "proto_participant",
+    "retrieve_participant",
+    "room_sid_now",
+    "room_token",
+    "room_was_connected",
+    "subscribe_ffi_events",
+    "tap_room_events",
+]
+
+SdkStreamError = _data_stream.StreamError
+"""The SDK's data stream error (its module is not re-exported by `livekit.rtc`)."""
+
+
+# -- the FFI ---------------------------------------------------------------------------
+
+
+def ffi_request(request: proto_ffi.FfiRequest) -> proto_ffi.FfiResponse:
+    """Send one request to the native layer (synchronous; the answer may be an async id)."""
+    response: proto_ffi.FfiResponse = FfiClient.instance.request(request)
+    return response
+
+
+def drop_handle(handle: int) -> None:
+    """Release a native handle lkkit owns (a received frame's buffer, a stream)."""
+    if handle == 0 or FfiClient._ffi_disposed:
+        return
+    FfiClient.instance._ffi_lib.livekit_ffi_drop_handle(handle)
+
+
+def subscribe_ffi_events(
+    filter_fn: Callable[[proto_ffi.FfiEvent], bool],
+    deliver: Callable[[proto_ffi.FfiEvent], None],
+) -> Callable[[], None]:
+    """Call `deliver(event)` on the running loop's thread for each native event that
+    `filter_fn` (run on the FFI callback thread) accepts. Returns the unsubscribe.
+
+    The SDK's FFI queue schedules `queue.put_nowait(event)` on the subscriber's loop;
+    replacing that method routes an event straight to its owner, saving a task hop
+    per event (the SDK's own streams pay one).
+    """
+    queue = FfiClient.instance.queue.subscribe(asyncio.get_running_loop(), filter_fn=filter_fn)
+    queue.put_nowait = deliver
+
+    def unsubscribe() -> None:
+        FfiClient.instance.queue.unsubscribe(queue)
+
+    return unsubscribe
+
+
+def handle_id(obj: rtc.Room | rtc.Track | rtc.AudioSource) -> int:
+    """The native handle id of an SDK object (a room, a track, an audio source)."""
+    handle = obj._ffi_handle
+    if handle is None:
+        raise RuntimeError(f"{type(obj).__name__} has no native handle (not connected?)")
+    return int(handle.handle)
+
+
+def dispose_handle(obj: rtc.AudioSource) -> None:
+    """Release an SDK object's native handle now instead of at garbage collection."""
+    obj._ffi_handle.dispose()
+
+
+# -- the room --------------------------------------------------------------------------
+
+
+def room_was_connected(room: rtc.Room) -> bool:
+    """Whether `room.connect` ever completed (the room got a native handle)."""
+    return room._ffi_handle is not None
+
+
+def room_sid_now(room: rtc.Room) -> str:
+    """The room's sid as known now, without waiting (may be empty)."""
+    return str(room._info.sid)
+
+
+def room_token(room: rtc.Room) -> str:
+    """The token the room holds now (the server refreshes it)."""
+    return room._token or ""
+
+
+def retrieve_participant(room: rtc.Room, identity: str) -> rtc.Participant | None:
+    """The SDK's participant object for `identity` (local or remote), if known."""
+    participant: rtc.Participant | None = room._retrieve_participant(identity)
+    return participant
+
+
+RoomEventObserver = Callable[[Any], None]
+
+
+class _RoomEventTap:
+    """One wrapper of a room's `_on_room_event`, shared by every lkkit observer of it.
+
+    Observers see each raw room event just before the SDK applies it (for example the
+    metadata a `participants_updated` is about to overwrite). Several lkkit sessions
+    attached to one room share the tap; the last one removed restores the room.
+    """
+
+    def __init__(self, room: rtc.Room) -> None:
+        self.observers: list[RoomEventObserver] = []
+        original = room._on_room_event
+
+        def on_room_event(event: Any) -> None:
+            for observer in tuple(self.observers):
+                observer(event)
+            original(event)
+
+        room._on_room_event = on_room_event  # type: ignore[method-assign]
+
+
+_TAP_ATTRIBUTE = "_lkkit_room_event_tap"
+
+
+def tap_room_events(room: rtc.Room, observer: RoomEventObserver) -> Callable[[], None]:
+    """Call `observer(raw_event)` before the SDK applies each raw room event.
+    Returns the function that removes the observer (idempotent)."""
+    tap: _RoomEventTap | None = getattr(room, _TAP_ATTRIBUTE, None)
+    if tap is None:
+        tap = _RoomEventTap(room)
+        setattr(room, _TAP_ATTRIBUTE, tap)
+    tap.observers.append(observer)
+    taps = tap
+
+    def remove() -> None:
+        if observer in taps.observers:
+            taps.observers.remove(observer)
+        if not taps.observers and getattr(room, _TAP_ATTRIBUTE, None) is taps:
+            vars(room).pop("_on_room_event", None)
+            delattr(room, _TAP_ATTRIBUTE)
+
+    return remove
+
+
+# -- what the SDK must still have ------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Requirement:
+    """One private SDK part lkkit relies on, and how to check it is still there."""
+
+    name: str
+    check: Callable[[], bool]
+
+
+def _has(obj: object, *names: str) -> Callable[[], bool]:
+    return lambda: all(hasattr(obj, name) for name in names)
+
+
+def _room_has(*names: str) -> Callable[[], bool]:
+    # Instance attributes are set in Room.__init__; a bare Room needs a loop only to
+    # be made, which the test provides.
+    def check() -> bool:
+        room = rtc.Room()
+        return all(hasattr(room, name) for name in names)
+
+    return check
+
+
+REQUIREMENTS: tuple[Requirement, ...] = (
+    Requirement("livekit.rtc._ffi_client.FfiClient.instance", _has(FfiClient, "instance")),
+    Requirement("FfiClient._ffi_disposed", _has(FfiClient, "_ffi_disposed")),
+    Requirement(
+        "FfiClient.instance._ffi_lib.livekit_ffi_drop_handle",
+        lambda: hasattr(FfiClient.instance._ffi_lib, "livekit_ffi_drop_handle"),
+    ),
+    Requirement(
+        "FfiClient.instance.queue.subscribe(loop, filter_fn=) / unsubscribe",
+        lambda: all(
+            hasattr(FfiClient.instance.queue, name) for name in ("subscribe", "unsubscribe")
+        ),
+    ),
+    Requirement(
+        "FfiQueue delivers through queue.put_nowait (patched by lkkit)",
+        lambda: "queue.put_nowait" in _source_of(type(FfiClient.instance.queue).put),
+    ),
+    Requirement(
+        "rtc._proto.ffi_pb2: capture_audio_frame and new_audio_stream requests",
+        lambda: all(
+            name in proto_ffi.FfiRequest.DESCRIPTOR.fields_by_name
+            for name in ("capture_audio_frame", "new_audio_stream")
+        ),
+    ),
+    Requirement(
+        "rtc._proto.audio_frame_pb2: CaptureAudioFrameRequest.request_async_id",
+        lambda: (
+            "request_async_id" in proto_audio.CaptureAudioFrameRequest.DESCRIPTOR.fields_by_name
+        ),
+    ),
+    Requirement(
+        "rtc._proto.audio_frame_pb2: AudioStreamEvent frame_received / eos",
+        lambda: all(
+            name in proto_audio.AudioStreamEvent.DESCRIPTOR.fields_by_name
+            for name in ("frame_received", "eos", "stream_handle")
+        ),
+    ),
+    Requirement(
+        "rtc._proto.participant_pb2.ParticipantPermission",
+        _has(proto_participant, "ParticipantPermission"),
+    ),
+    Requirement(
+        "Room: _ffi_handle, _info, _token, _on_room_event, _retrieve_participant",
+        _room_has("_ffi_handle", "_info", "_token", "_on_room_event", "_retrieve_participant"),
+    ),
+    Requirement(
+        "Track._ffi_handle (native track handle)", lambda: "_ffi_handle" in _init_of(rtc.Track)
+    ),
+    Requirement(
+        "AudioSource._ffi_handle (native source handle)",
+        lambda: "_ffi_handle" in _init_of(rtc.AudioSource),
+    ),
+    Requirement("livekit.rtc.data_stream.StreamError", _has(_data_stream, "StreamError")),
+)
+"""Each private SDK part lkkit relies on; `tests/test_sdk_compat.py` checks each one."""
+
+
+def _source_of(obj: object) -> str:
+    import inspect
+
+    try:
+        return inspect.getsource(obj)  # type: ignore[arg-type]
+    except (OSError, TypeError):
+        return ""
+
+
+def _init_of(cls: type) -> str:
+    return _source_of(vars(cls)["__init__"])
