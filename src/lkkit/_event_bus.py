@@ -11,32 +11,30 @@ dispatch order:
 
 1. to lkkit's internal listeners (synchronous, in registration order);
 2. to every subscription and handler whose filter matches, in registration order.
-   A subscription or async handler has its own bounded buffer, filled with
-   `send_nowait`: the SDK's dispatch never waits for a subscriber. A sync handler is
-   called right there, in the SDK's dispatch.
+   A subscription or async handler is lkkit's one
+   [`Subscription`][lkkit.Subscription] primitive, a bounded buffer filled without
+   waiting: the SDK's dispatch never waits for a subscriber. A sync handler is called
+   right there, in the SDK's dispatch.
 
 **When a buffer is full** the subscription's
 [`OverflowPolicy`][lkkit.OverflowPolicy] decides: `DROP_OLDEST` (the default)
 discards the oldest buffered event, counts it in `dropped` and logs a warning the first
 time; `FAIL` ends that subscription: its iteration yields what was buffered, then
-raises [`EventOverflow`][lkkit.EventOverflow]. Either way no other subscriber is
-affected.
+raises [`SubscriptionOverflow`][lkkit.SubscriptionOverflow]. Either way no other
+subscriber is affected.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
-import enum
 import inspect
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType, TracebackType
-from typing import Any, Generic, TypeAlias, TypeVar
+from typing import Any, TypeAlias, TypeVar
 
-import anyio
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from livekit import rtc
 
 from ._events import (
@@ -51,39 +49,30 @@ from ._events import (
     ParticipantNameChanged,
     participant_of,
 )
-from ._exceptions import ConfigurationError, EventOverflow, SessionStateError
+from ._exceptions import ConfigurationError, SessionStateError
 from ._participants import Participant, RemoteParticipant, TrackPublication
+from ._sdk_compat import retrieve_participant, room_was_connected, tap_room_events
+from ._subscription import DEFAULT_BUFFER, OverflowPolicy, Subscription, check_buffer
 from ._types import ConnectionState, DisconnectReason, connection_state_from_sdk
 
 __all__ = [
+    "DEFAULT_BUFFER",
     "EventBus",
     "EventHandler",
     "EventSnapshot",
     "EventSubscription",
-    "OverflowPolicy",
+    "HandlerResult",
 ]
 
 logger = logging.getLogger("lkkit")
 
 E_co = TypeVar("E_co", covariant=True)
-
-DEFAULT_BUFFER = 256
-"""Events a subscription buffers before its overflow policy applies."""
+_ES = TypeVar("_ES", bound="EventSubscription[Any]")
 
 HandlerResult: TypeAlias = Awaitable[object] | object
 """What a handler returns: anything (sync) or an awaitable (async)."""
 
 Listener: TypeAlias = Callable[[Event], None]
-
-
-class OverflowPolicy(str, enum.Enum):
-    """What happens to a subscription whose buffer is full when an event arrives."""
-
-    DROP_OLDEST = "drop_oldest"
-    """Discard the oldest buffered event and count it in `dropped` (the default)."""
-    FAIL = "fail"
-    """End the subscription: iteration yields the buffered events, then raises
-    [`EventOverflow`][lkkit.EventOverflow]."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,10 +99,8 @@ def _identity(participant: str | Participant | None) -> str | None:
 
 
 def _check_filter(
-    types: tuple[type[Event], ...], identity: str | None, buffer: int
+    types: tuple[type[Event], ...], identity: str | None
 ) -> frozenset[type[Event]] | None:
-    if isinstance(buffer, bool) or not isinstance(buffer, int) or buffer < 1:
-        raise ConfigurationError(f"buffer must be an int >= 1, got {buffer!r}")
     unknown = [t for t in types if t not in EVENT_TYPES]
     if unknown:
         raise ConfigurationError(f"not lkkit event types: {unknown!r}")
@@ -129,43 +116,14 @@ def _check_filter(
     return frozenset(types) if types else None
 
 
-class _Sink:
-    """One subscriber's filter and delivery: a bounded stream, or a sync callback."""
+class _Filter:
+    """Which events a subscriber wants: some types (or all), one participant (or all)."""
 
-    __slots__ = (
-        "_receive",
-        "_send",
-        "callback",
-        "dropped",
-        "errors",
-        "identity",
-        "overflowed",
-        "policy",
-        "types",
-        "warned",
-    )
+    __slots__ = ("identity", "types")
 
-    def __init__(
-        self,
-        types: frozenset[type[Event]] | None,
-        identity: str | None,
-        *,
-        buffer: int = DEFAULT_BUFFER,
-        policy: OverflowPolicy = OverflowPolicy.DROP_OLDEST,
-        callback: Callable[[Event], object] | None = None,
-    ) -> None:
+    def __init__(self, types: frozenset[type[Event]] | None, identity: str | None) -> None:
         self.types = types
         self.identity = identity
-        self.policy = policy
-        self.callback = callback
-        self.dropped = 0
-        self.errors = 0
-        self.overflowed = False
-        self.warned = False
-        self._send: MemoryObjectSendStream[Event] | None = None
-        self._receive: MemoryObjectReceiveStream[Event] | None = None
-        if callback is None:
-            self._send, self._receive = anyio.create_memory_object_stream[Event](buffer)
 
     def matches(self, event: Event) -> bool:
         if self.types is not None and type(event) not in self.types:
@@ -175,75 +133,8 @@ class _Sink:
         participant = participant_of(event)
         return participant is not None and participant.identity == self.identity
 
-    def offer(self, event: Event, bus: EventBus) -> None:
-        if self.callback is not None:
-            bus._call_sync(self, self.callback, event)
-            return
-        send = self._send
-        if send is None:
-            return
-        try:
-            send.send_nowait(event)
-        except anyio.WouldBlock:
-            self._overflow(event, send, bus)
-        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
-            bus._remove_sink(self)
-            self.close()
 
-    def _overflow(self, event: Event, send: MemoryObjectSendStream[Event], bus: EventBus) -> None:
-        if self.policy is OverflowPolicy.FAIL:
-            self.overflowed = True
-            logger.warning("lkkit event subscription overflowed; ending it at %r", event)
-            bus._remove_sink(self)
-            self.close()
-            return
-        assert self._receive is not None
-        self._receive.receive_nowait()  # the buffer is full: there is an oldest one
-        self.dropped += 1
-        if not self.warned:
-            self.warned = True
-            logger.warning("lkkit event subscriber is full; dropping its oldest events")
-        send.send_nowait(event)
-
-    async def receive(self) -> Event:
-        assert self._receive is not None
-        try:
-            # What is buffered is taken without a trip through the event loop (as
-            # asyncio.Queue.get does); anyio's receive() would yield once per event.
-            try:
-                return self._receive.receive_nowait()
-            except anyio.WouldBlock:
-                return await self._receive.receive()
-        except (anyio.EndOfStream, anyio.ClosedResourceError):
-            if self.overflowed:
-                raise EventOverflow(
-                    "this event subscription fell behind by more than its buffer "
-                    "(OverflowPolicy.FAIL)"
-                ) from None
-            raise StopAsyncIteration from None
-
-    def clear(self) -> None:
-        """Discard what is buffered (the subscriber went away)."""
-        if self._receive is not None:
-            while True:
-                try:
-                    self._receive.receive_nowait()
-                except (anyio.WouldBlock, anyio.EndOfStream, anyio.ClosedResourceError):
-                    return
-
-    def close(self) -> None:
-        """End delivery: the receiver gets what is buffered, then the end."""
-        if self._send is not None:
-            self._send.close()
-            self._send = None
-
-    def close_receiver(self) -> None:
-        self.close()
-        if self._receive is not None:
-            self._receive.close()
-
-
-class EventSubscription(Generic[E_co]):
+class EventSubscription(Subscription[E_co]):
     """Typed events of one session, read with `async for`; use it as `async with`.
 
     ```python
@@ -256,19 +147,29 @@ class EventSubscription(Generic[E_co]):
 
     Iteration ends when the session ends (after its
     [`Disconnected`][lkkit.Disconnected], when there is one). Leaving the `async with`
-    block unsubscribes.
+    block unsubscribes. A [`Subscription`][lkkit.Subscription]: bounded, with an
+    overflow policy.
     """
 
-    def __init__(self, bus: EventBus, sink: _Sink) -> None:
+    def __init__(
+        self,
+        bus: EventBus,
+        event_filter: _Filter,
+        *,
+        buffer: int,
+        overflow: OverflowPolicy,
+        what: str = "event subscription",
+    ) -> None:
+        super().__init__(
+            buffer=buffer,
+            overflow=overflow,
+            on_open=bus._attach,
+            on_close=bus._detach,
+            what=what,
+        )
         self._bus = bus
-        self._sink = sink
+        self._filter = event_filter
         self._snapshot: EventSnapshot | None = None
-        self._entered = False
-
-    @property
-    def dropped(self) -> int:
-        """Events discarded because this subscription's buffer was full."""
-        return self._sink.dropped
 
     @property
     def snapshot(self) -> EventSnapshot:
@@ -281,13 +182,59 @@ class EventSubscription(Generic[E_co]):
             raise SessionStateError("enter the subscription (async with) first")
         return self._snapshot
 
-    async def __aenter__(self) -> EventSubscription[E_co]:
-        if self._entered:
-            raise SessionStateError("an event subscription can be entered once")
-        self._entered = True
+    async def __aenter__(self: _ES) -> _ES:
         # Snapshot and registration happen in one synchronous step: no event between.
-        self._snapshot = self._bus._snapshot(self._sink.identity)
-        self._bus._add_sink(self._sink)
+        self._snapshot = self._bus._snapshot(self._filter.identity)
+        self._open()
+        return self
+
+
+class EventHandler:
+    """A handler registered with [`Session.on`][lkkit.Session.on].
+
+    It runs until the session ends or [`aclose`][lkkit.EventHandler.aclose]; it is
+    also an `async with` block that removes it on exit.
+    """
+
+    __slots__ = ("_bus", "_callback", "_filter", "_subscription", "errors")
+
+    def __init__(
+        self,
+        bus: EventBus,
+        event_filter: _Filter,
+        callback: Callable[[Any], HandlerResult],
+        subscription: EventSubscription[Event] | None,
+    ) -> None:
+        self._bus = bus
+        self._filter = event_filter
+        self._callback = callback
+        self._subscription = subscription
+        self.errors = 0
+        """How many times the handler raised (each was logged with its event)."""
+
+    @property
+    def dropped(self) -> int:
+        """Events an async handler missed because its buffer was full."""
+        return self._subscription.dropped if self._subscription is not None else 0
+
+    @property
+    def active(self) -> bool:
+        """Whether the handler still receives events."""
+        if self._subscription is not None:
+            return not self._subscription.ended
+        return self in self._bus._handlers
+
+    async def aclose(self) -> None:
+        """Stop calling the handler; events buffered for it are discarded. Idempotent.
+
+        Called from the handler's own task (an async handler closing itself), it
+        returns at once and the handler ends after the current event.
+        """
+        self._bus._remove_handler(self)
+        if self._subscription is not None:
+            await self._subscription.aclose()
+
+    async def __aenter__(self) -> EventHandler:
         return self
 
     async def __aexit__(
@@ -298,54 +245,9 @@ class EventSubscription(Generic[E_co]):
     ) -> None:
         await self.aclose()
 
-    async def aclose(self) -> None:
-        """Unsubscribe; buffered events are discarded. Idempotent."""
-        self._bus._remove_sink(self._sink)
-        self._sink.close_receiver()
-
-    def __aiter__(self) -> AsyncIterator[E_co]:
-        return self
-
-    async def __anext__(self) -> E_co:
-        if not self._entered:
-            raise SessionStateError("enter the subscription (async with) before iterating")
-        event: Any = await self._sink.receive()
-        return event  # type: ignore[no-any-return]
-
-
-class EventHandler:
-    """A handler registered with [`Session.on`][lkkit.Session.on]; `remove()` it."""
-
-    __slots__ = ("_bus", "_sink", "_task")
-
-    def __init__(self, bus: EventBus, sink: _Sink, task: asyncio.Task[None] | None) -> None:
-        self._bus = bus
-        self._sink = sink
-        self._task = task
-
-    @property
-    def errors(self) -> int:
-        """How many times the handler raised (each was logged with its event)."""
-        return self._sink.errors
-
-    @property
-    def dropped(self) -> int:
-        """Events an async handler missed because its buffer was full."""
-        return self._sink.dropped
-
-    @property
-    def active(self) -> bool:
-        """Whether the handler still receives events."""
-        return self._sink in self._bus._sinks
-
-    def remove(self) -> None:
-        """Stop calling the handler; events buffered for it are discarded. Idempotent."""
-        self._bus._remove_sink(self._sink)
-        self._sink.clear()
-        self._sink.close()
-
-    def __call__(self) -> None:
-        self.remove()
+    def __repr__(self) -> str:
+        kind = "async" if self._subscription is not None else "sync"
+        return f"<EventHandler {kind} {self._callback!r} active={self.active}>"
 
 
 class EventBus:
@@ -355,13 +257,16 @@ class EventBus:
         self._room: rtc.Room | None = None
         self._callbacks: list[tuple[str, Callable[..., None]]] = []
         self._listeners: list[Listener] = []
-        self._sinks: list[_Sink] = []
-        self._tasks: set[asyncio.Task[None]] = set()
+        # Subscriptions and sync handlers, in registration order.
+        self._sinks: list[EventSubscription[Any] | EventHandler] = []
+        self._handlers: set[EventHandler] = set()
         self._speaking: dict[str, Participant] = {}
         self._previous: dict[tuple[type[Event], str], str] = {}
-        self._unwrap: Callable[[], object] = lambda: None
+        self._untap: Callable[[], None] = lambda: None
         self._disconnected = False
         self._closed = False
+        self.spawn: Callable[..., asyncio.Task[Any]] | None = None
+        """Starts an async handler's task; the session core sets it to its own spawn."""
         self.listener_errors = 0
         """Exceptions raised by internal listeners (each was logged)."""
         self.handler_errors = 0
@@ -378,7 +283,10 @@ class EventBus:
         if self._room is not None:
             raise SessionStateError("the event bus is already bound to a room")
         self._room = room
-        self._wrap_room_events(room)
+        # The SDK applies a `participants_updated` event (new metadata and name) before
+        # it reports `participant_metadata_changed` / `_name_changed`, whose "old" value
+        # is then the new one. Note the values the update is about to overwrite.
+        self._untap = tap_room_events(room, self._on_raw_room_event)
         for name in SDK_EVENT_CONVERTERS:
             callback = self._sdk_callback(name)
             room.on(name, callback)  # type: ignore[arg-type]
@@ -397,23 +305,14 @@ class EventBus:
 
         return callback
 
-    def _wrap_room_events(self, room: rtc.Room) -> None:
-        # The SDK applies a `participants_updated` event (new metadata and name) before
-        # it reports `participant_metadata_changed` / `_name_changed`, whose "old" value
-        # is then the new one. Note the values the update is about to overwrite.
-        original = room._on_room_event
-
-        def on_room_event(event: Any) -> None:
-            if event.WhichOneof("message") == "participants_updated":
-                self._note_previous(room, event.participants_updated.participants)
-            original(event)
-
-        room._on_room_event = on_room_event  # type: ignore[method-assign]
-        self._unwrap = lambda: vars(room).pop("_on_room_event", None)
+    def _on_raw_room_event(self, event: Any) -> None:
+        room = self._room
+        if room is not None and event.WhichOneof("message") == "participants_updated":
+            self._note_previous(room, event.participants_updated.participants)
 
     def _note_previous(self, room: rtc.Room, infos: Iterable[Any]) -> None:
         for info in infos:
-            current = room._retrieve_participant(info.identity)
+            current = retrieve_participant(room, info.identity)
             if current is None:
                 continue
             if info.metadata != current.metadata:
@@ -431,10 +330,11 @@ class EventBus:
         return event
 
     def close(self, reason: DisconnectReason | None = None) -> None:
-        """End every subscription; called when the session ends. Idempotent.
+        """End every subscription and handler; called when the session ends. Idempotent.
 
         Subscriptions yield what they buffered (the `Disconnected` event, say), then
-        end; async handlers finish their buffered events (await `wait_handlers`).
+        end; async handlers finish their buffered events (the session waits for them,
+        bounded by its shutdown timeout).
 
         `reason` is why the session's room was disconnected. On a client-initiated
         leave the SDK sometimes reports only the state change and skips its
@@ -449,34 +349,23 @@ class EventBus:
             reason is not None
             and room is not None
             and not self._disconnected
-            and room._ffi_handle is not None  # it was connected...
-            and not room.isconnected()  # ...and is no longer
+            and room_was_connected(room)
+            and not room.isconnected()
         ):
             self._disconnected = True
             self.publish(Disconnected(reason))
         self._closed = True
-        self._unwrap()
+        self._untap()
         if self._room is not None:
             for name, callback in self._callbacks:
                 self._room.off(name, callback)  # type: ignore[arg-type]
         self._callbacks.clear()
         self._listeners.clear()
         sinks, self._sinks = self._sinks, []
+        self._handlers.clear()
         for sink in sinks:
-            sink.close()
-
-    async def wait_handlers(self, grace: float) -> None:
-        """Wait for async handlers to finish their buffered events; cancel them after
-        `grace` seconds. Called by the session after `close`."""
-        tasks = list(self._tasks)
-        if not tasks:
-            return
-        _, pending = await asyncio.wait(tasks, timeout=grace)
-        for task in pending:
-            logger.warning("lkkit event handler still running at session end; cancelling it")
-            task.cancel()
-        if pending:
-            await asyncio.wait(pending)
+            if isinstance(sink, EventSubscription):
+                sink._end()
 
     def _on_sdk_event(self, name: str, args: tuple[Any, ...]) -> None:
         room = self._room
@@ -486,10 +375,13 @@ class EventBus:
         if event is None:
             logger.debug("lkkit skipped SDK event %r without a known participant", name)
             return
+        if self._disconnected:
+            # Disconnected is the session's last event. The SDK can report more after
+            # it: its disconnect() emits the state change and `disconnected` again
+            # after the native layer already reported the end.
+            logger.debug("lkkit dropped SDK event %r after Disconnected", name)
+            return
         if isinstance(event, Disconnected):
-            # Terminal: the SDK can report it twice (its event, then its disconnect()).
-            if self._disconnected:
-                return
             self._disconnected = True
         event = self._with_previous(event)
         self.publish(event)
@@ -521,8 +413,12 @@ class EventBus:
                 self.listener_errors += 1
                 logger.exception("lkkit event listener %r raised on %r", listener, event)
         for sink in tuple(self._sinks):
-            if sink.matches(event):
-                sink.offer(event, self)
+            if not sink._filter.matches(event):
+                continue
+            if isinstance(sink, EventHandler):
+                self._call_sync(sink, event)
+            else:
+                sink._offer(event)
 
     # -- the lkkit side ------------------------------------------------------------------
 
@@ -553,14 +449,9 @@ class EventBus:
         """A subscription (enter it with `async with`); see `Session.events`."""
         self._check_open()
         identity = _identity(participant)
-        chosen = _check_filter(types, identity, buffer)
-        try:
-            policy = OverflowPolicy(overflow)
-        except ValueError:
-            raise ConfigurationError(
-                f"overflow must be an OverflowPolicy, got {overflow!r}"
-            ) from None
-        return EventSubscription(self, _Sink(chosen, identity, buffer=buffer, policy=policy))
+        chosen = _check_filter(types, identity)
+        buffer, policy = check_buffer(buffer, overflow)
+        return EventSubscription(self, _Filter(chosen, identity), buffer=buffer, overflow=policy)
 
     def add_handler(
         self,
@@ -572,78 +463,87 @@ class EventBus:
     ) -> EventHandler:
         """Register a sync or async handler; see `Session.on`."""
         self._check_open()
-        if not callable(handler):
-            raise ConfigurationError(f"handler must be callable, got {handler!r}")
+        if not callable(handler) or isinstance(handler, type):
+            raise ConfigurationError(f"handler must be a function, got {handler!r}")
         identity = _identity(participant)
-        chosen = _check_filter(types, identity, buffer)
+        event_filter = _Filter(_check_filter(types, identity), identity)
+        buffer, _ = check_buffer(buffer, OverflowPolicy.DROP_OLDEST)
         if not _is_async(handler):
-            sink = _Sink(chosen, identity, callback=handler)
-            self._add_sink(sink)
-            return EventHandler(self, sink, None)
-        sink = _Sink(chosen, identity, buffer=buffer)
-        self._add_sink(sink)
-        # Owned by the bus: it ends when the sink is closed (remove() or session end)
-        # and `wait_handlers` awaits or cancels it at session end.
-        task = asyncio.get_running_loop().create_task(self._run_async_handler(handler, sink))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return EventHandler(self, sink, task)
+            sync_handler = EventHandler(self, event_filter, handler, None)
+            self._sinks.append(sync_handler)
+            self._handlers.add(sync_handler)
+            return sync_handler
+        if self.spawn is None:
+            raise SessionStateError("async handlers need a session")
+        subscription: EventSubscription[Event] = EventSubscription(
+            self,
+            event_filter,
+            buffer=buffer,
+            overflow=OverflowPolicy.DROP_OLDEST,
+            what="async event handler",
+        )
+        async_handler = EventHandler(self, event_filter, handler, subscription)
+        subscription._open()
+        self.spawn(self._run_async_handler(async_handler, subscription), name="event handler")
+        return async_handler
 
     async def _run_async_handler(
-        self, handler: Callable[[Any], HandlerResult], sink: _Sink
+        self, handler: EventHandler, subscription: EventSubscription[Event]
     ) -> None:
-        try:
-            while True:
-                try:
-                    event = await sink.receive()
-                except StopAsyncIteration:
-                    return
-                try:
-                    result = handler(event)
-                    if inspect.isawaitable(result):
-                        await result
-                except Exception:
-                    self._report(sink, handler, event)
-        finally:
-            sink.close_receiver()
+        # Ends when its subscription ends (aclose() or the session's end), after the
+        # events buffered for it; the session cancels it after its shutdown timeout.
+        callback = handler._callback
+        async for event in subscription:
+            try:
+                result = callback(event)
+                if inspect.isawaitable(result):
+                    await result
+            except Exception:
+                self._report(handler, event)
 
-    def _call_sync(self, sink: _Sink, handler: Callable[[Event], object], event: Event) -> None:
+    def _call_sync(self, handler: EventHandler, event: Event) -> None:
         try:
-            result = handler(event)
+            result = handler._callback(event)
         except Exception:
-            self._report(sink, handler, event)
+            self._report(handler, event)
             return
         if inspect.isawaitable(result):
             # A callable object with an async __call__ that was not recognised: the
             # dispatch is synchronous and cannot await it.
             if inspect.iscoroutine(result):
                 result.close()
-            sink.errors += 1
+            handler.errors += 1
             self.handler_errors += 1
             logger.error(
                 "lkkit event handler %r returned an awaitable from a sync call; "
                 "define it with `async def`",
-                handler,
+                handler._callback,
             )
 
-    def _report(self, sink: _Sink, handler: object, event: Event) -> None:
-        sink.errors += 1
+    def _report(self, handler: EventHandler, event: Event) -> None:
+        handler.errors += 1
         self.handler_errors += 1
-        logger.exception("lkkit event handler %r raised on %r", handler, event)
+        logger.exception("lkkit event handler %r raised on %r", handler._callback, event)
 
     def _check_open(self) -> None:
         if self._closed:
             raise SessionStateError("the session has ended; it delivers no more events")
 
-    def _add_sink(self, sink: _Sink) -> None:
+    def _attach(self, subscription: Subscription[Any]) -> None:
+        assert isinstance(subscription, EventSubscription)
         if self._closed:
-            sink.close()  # iteration ends at once: the session is over
+            subscription._end()  # iteration ends at once: the session is over
             return
-        self._sinks.append(sink)
+        self._sinks.append(subscription)
 
-    def _remove_sink(self, sink: _Sink) -> None:
-        if sink in self._sinks:
-            self._sinks.remove(sink)
+    def _detach(self, subscription: Subscription[Any]) -> None:
+        if subscription in self._sinks:
+            self._sinks.remove(subscription)
+
+    def _remove_handler(self, handler: EventHandler) -> None:
+        self._handlers.discard(handler)
+        if handler in self._sinks:
+            self._sinks.remove(handler)
 
     def _snapshot(self, identity: str | None) -> EventSnapshot:
         room = self._room
