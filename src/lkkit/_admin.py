@@ -17,7 +17,7 @@ server become [`ServerApiError`][lkkit.ServerApiError] (with `status` and `code`
 from __future__ import annotations
 
 import urllib.parse
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType, TracebackType
 
@@ -25,11 +25,16 @@ import aiohttp
 from livekit import api
 
 from ._chunking import MAX_PACKET_BYTES
-from ._exceptions import ConfigurationError, DataTooLarge, map_sdk_exceptions
+from ._data._args import check_topic, destinations, payload_bytes
+from ._exceptions import (
+    ConfigurationError,
+    DataTooLarge,
+    InvalidDataArgument,
+    map_sdk_exceptions,
+)
 from ._participants import ParticipantPermissions
 from ._tokens import Credentials
 from ._types import (
-    DataReliability,
     ParticipantKind,
     track_source_from_sdk,
     track_source_to_sdk,
@@ -312,41 +317,40 @@ class RoomAdmin:
     async def send_data(
         self,
         room: str,
-        payload: bytes,
+        payload: bytes | bytearray | memoryview | str,
         *,
         topic: str = "",
-        destination_identities: Sequence[str] = (),
-        reliability: DataReliability = DataReliability.RELIABLE,
+        reliable: bool = True,
+        to: Iterable[str] | None = None,
     ) -> None:
-        """Send one data packet from the server to everyone in the room, or to
-        `destination_identities`. Receivers get `DataReceived` with `participant=None`.
+        """Send one data packet from the server to everyone in the room, or to the
+        identities in `to`: the same arguments, checks and errors as
+        [`session.data.send`][lkkit.DataChannel.send]. Receivers get a message whose
+        `sender` is `None`.
 
         Raises:
             DataTooLarge: `payload` is over 15 KiB (15,360 bytes), the packet size
                 lkkit keeps to (the server sends it as one data-channel message).
-            ConfigurationError: `payload` is not bytes, or an identity is empty.
+            InvalidDataArgument: a wrong payload, topic or `to` type or value (an
+                empty `to` is refused: LiveKit would send to everyone).
             ServerApiError: the server refused.
         """
-        if not isinstance(payload, (bytes, bytearray, memoryview)):
-            raise ConfigurationError(f"payload must be bytes, got {type(payload).__name__}")
-        data = bytes(payload)
+        data = payload_bytes(payload)
+        topic = check_topic(topic)
+        if not isinstance(reliable, bool):
+            raise InvalidDataArgument(f"reliable must be a bool, got {reliable!r}")
+        identities = destinations(to)
         if len(data) > MAX_PACKET_BYTES:
             raise DataTooLarge(
                 f"server data packets must be at most {MAX_PACKET_BYTES} bytes, got {len(data)}"
             )
-        if isinstance(destination_identities, str):
-            raise ConfigurationError("destination_identities must be a sequence of identities")
-        kind = (
-            api.DataPacket.Kind.RELIABLE
-            if DataReliability(reliability) is DataReliability.RELIABLE
-            else api.DataPacket.Kind.LOSSY
-        )
+        kind = api.DataPacket.Kind.RELIABLE if reliable else api.DataPacket.Kind.LOSSY
         request = api.SendDataRequest(
             room=_name(room, "room name"),
             data=data,
             kind=kind,
             topic=topic,
-            destination_identities=[_name(i, "identity") for i in destination_identities],
+            destination_identities=list(identities or ()),
         )
         with map_sdk_exceptions():
             await self._client().room.send_data(request)

@@ -1,13 +1,4 @@
-"""Data messages of any size: `session.data.send(...)` and `session.data.messages(...)`.
-
-```python
-await session.data.send("hello", topic="chat")
-await session.data.send(big_blob, topic="files", to=["bob"])  # chunked if > 15 KiB
-
-async with session.data.messages("chat") as messages:
-    async for message in messages:
-        print(message.sender, message.text)
-```
+"""The data channel: sends messages of any size, routes received ones to subscriptions.
 
 A payload that fits one packet (15,360 bytes) goes out unframed, byte-identical to
 what a plain LiveKit SDK sends; a larger reliable one is split by the one chunk codec
@@ -23,40 +14,16 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any
+from typing import Any, TypeVar
 
 import anyio
 import anyio.to_thread
 from livekit import rtc
-from livekit.rtc.data_stream import StreamError as SdkStreamError
 
-from ._chunking import (
-    MAGIC,
-    MAX_PACKET_BYTES,
-    Complete,
-    Dropped,
-    DropReason,
-    Raw,
-    Reassembler,
-    Stored,
-    encode_message,
-    needs_framing,
-)
-from ._data_subscription import DataSubscription
-from ._data_types import (
-    LOSSY_MTU_BYTES,
-    MAX_TOPIC_BYTES,
-    DataDropped,
-    DataDropReason,
-    DataKind,
-    DataMessage,
-    DataOptions,
-    DataSent,
-    DataStats,
-    drop_reason_from_codec,
-)
-from ._events import DataReceived
-from ._exceptions import (
+from .._chunking import MAX_PACKET_BYTES, encode_message, needs_framing
+from .._core import SessionCore
+from .._events import DataReceived, Event
+from .._exceptions import (
     DataPermissionDenied,
     DataSendIncomplete,
     DataTooLarge,
@@ -65,14 +32,21 @@ from ._exceptions import (
     SessionStateError,
     map_sdk_exceptions,
 )
-from ._participants import RemoteParticipant
-from ._types import DataReliability
+from .._subscription import OverflowPolicy, Subscription, check_buffer
+from ._args import check_topic, destinations, payload_bytes, positive, topics
+from ._native_streams import NativeStreamReceiver
+from ._packets import PacketReceiver
+from ._types import (
+    LOSSY_MTU_BYTES,
+    DataDropped,
+    DataDropReason,
+    DataMessage,
+    DataOptions,
+    DataSent,
+    DataStats,
+)
 
-if TYPE_CHECKING:
-    from ._events import Event
-    from ._session import Session
-
-__all__ = ["DataChannel"]
+__all__ = ["DataChannel", "DataSubscription"]
 
 logger = logging.getLogger("lkkit.data")
 
@@ -81,73 +55,71 @@ _ENCODE_IN_THREAD_BYTES = 1024 * 1024
 # Packets of one message in flight at once: enough to keep the native send queue fed
 # without one FFI round trip per packet on the critical path, few enough to stay small.
 _SEND_WINDOW = 8
-_DEFAULT_MAX_BUFFERED = 1024
-_DEFAULT_MAX_BUFFERED_BYTES = 128 * 1024 * 1024
-_Key = tuple[str | None, bytes]
-_StreamReader = rtc.TextStreamReader | rtc.ByteStreamReader
+_DEFAULT_BUFFER = 1024
+_DEFAULT_BUFFER_BYTES = 128 * 1024 * 1024
+
+T_co = TypeVar("T_co", covariant=True)
 
 
-def _payload_bytes(payload: object) -> bytes:
-    if isinstance(payload, str):
-        return payload.encode("utf-8")
-    if isinstance(payload, bytes):
-        return payload
-    if isinstance(payload, (bytearray, memoryview)):
-        return bytes(payload)  # a snapshot: the caller may reuse its buffer at once
-    raise InvalidDataArgument(
-        f"a data payload must be bytes, bytearray, memoryview or str, not {type(payload).__name__}"
-    )
+class DataSubscription(Subscription[T_co]):
+    """Whole data messages on some topics (or all), or drop reports: a
+    [`Subscription`][lkkit.Subscription] (`async with`, then `async for`).
 
+    ```python
+    async with session.data.messages("chat") as messages:
+        async for message in messages:
+            print(message.sender, message.text)
+    ```
 
-def _check_topic(topic: object) -> str:
-    if not isinstance(topic, str):
-        raise InvalidDataArgument(f"topic must be a str, not {type(topic).__name__}")
-    if len(topic.encode("utf-8")) > MAX_TOPIC_BYTES:
-        raise InvalidDataArgument(f"topic must be at most {MAX_TOPIC_BYTES} UTF-8 bytes")
-    return topic
+    It receives what arrives after `async with` entered, and ends (the `async for`
+    stops, after what is already buffered) when the session ends or the block exits.
+    When its buffer is full (`buffer` items, or `buffer_bytes` of payload), the
+    overflow policy applies: by default the oldest message is dropped and reported as
+    a `SUBSCRIBER_FULL` drop; other subscribers are unaffected.
+    """
 
-
-def _destinations(to: object) -> tuple[str, ...] | None:
-    if to is None:
-        return None
-    if isinstance(to, (str, bytes, bytearray)) or not isinstance(to, Iterable):
-        raise InvalidDataArgument(
-            f"`to` must be an iterable of identities (a list, say) or None, not {type(to).__name__}"
+    def __init__(
+        self,
+        channel: DataChannel,
+        *,
+        topics: frozenset[str] | None,
+        drops: bool,
+        buffer: int,
+        buffer_bytes: int | None,
+        overflow: OverflowPolicy,
+    ) -> None:
+        super().__init__(
+            buffer=buffer,
+            overflow=overflow,
+            max_bytes=buffer_bytes,
+            size_of=_message_size if not drops else _no_size,
+            on_open=channel._attach,
+            on_close=channel._detach,
+            on_drop=None if drops else channel._subscriber_dropped,
+            what="data drop subscription" if drops else "data subscription",
         )
-    identities: list[str] = []
-    for identity in to:
-        if not isinstance(identity, str) or not identity:
-            raise InvalidDataArgument(
-                f"every destination must be a non-empty identity str, got {identity!r}"
-            )
-        if identity not in identities:
-            identities.append(identity)
-    if not identities:
-        raise InvalidDataArgument(
-            "`to` is empty; LiveKit would send to everyone. Use to=None for everyone."
-        )
-    return tuple(identities)
+        self._topics = topics
+        self._drops = drops
+
+    @property
+    def topics(self) -> frozenset[str] | None:
+        """The topics this subscription receives; `None` for all."""
+        return self._topics
+
+    def _wants(self, message: DataMessage) -> bool:  # message subscriptions only
+        return self._accepting and (self._topics is None or message.topic in self._topics)
 
 
-def _topics(topic: object) -> frozenset[str] | None:
-    if topic is None:
-        return None
-    if isinstance(topic, str):
-        return frozenset((_check_topic(topic),))
-    if isinstance(topic, (bytes, bytearray)) or not isinstance(topic, Iterable):
-        raise InvalidDataArgument(
-            f"topic must be a str, an iterable of str, or None, not {type(topic).__name__}"
-        )
-    topics = frozenset(_check_topic(t) for t in topic)
-    if not topics:
-        raise InvalidDataArgument("an empty topic collection would receive nothing")
-    return topics
+def _message_size(message: Any) -> int:
+    return len(message.payload) if isinstance(message, DataMessage) else 0
 
 
-def _positive(name: str, value: int) -> int:
-    if not isinstance(value, int) or value < 1:
-        raise InvalidDataArgument(f"{name} must be a positive int, got {value!r}")
-    return value
+def _no_size(_: object) -> int:
+    return 0
+
+
+def _nothing() -> None:
+    pass
 
 
 class DataChannel:
@@ -158,25 +130,18 @@ class DataChannel:
     is first used, and ends with the session.
     """
 
-    def __init__(self, session: Session) -> None:
-        self._session = session
+    def __init__(self, core: SessionCore) -> None:
+        self._core = core
         self._options = DataOptions()
-        self._reassembler = self._new_reassembler(self._options)
         self._send_lock = asyncio.Lock()
         self._message_subs: list[DataSubscription[DataMessage]] = []
         self._drop_subs: list[DataSubscription[DataDropped]] = []
-        # Topic of each incomplete chunked message, for its messages and drops.
-        self._pending_topics: dict[_Key, str] = {}
-        # Incomplete messages whose first chunks came without identity, and the
-        # identity later chunks revealed.
-        self._late_senders: dict[bytes, str] = {}
-        # Native streams being read: one task each, owned here, cancelled at close.
-        self._stream_tasks: set[asyncio.Task[None]] = set()
-        self._stream_bytes = 0
-        # Topics with native stream handlers: how many subscriptions want each, and
-        # the ones whose handlers lkkit registered (another owner may hold a topic).
-        self._stream_topic_refs: dict[str, int] = {}
-        self._stream_handlers: set[tuple[str, DataKind]] = set()
+        self._packets = PacketReceiver(self._options, self._deliver, self._report)
+        self._streams = NativeStreamReceiver(
+            core, lambda: self._options, self._deliver, self._report
+        )
+        # Times incomplete chunked messages out while packets are quiet.
+        self._expiry: asyncio.Task[None] | None = None
         self._closed = False
         # counters
         self._messages_sent = 0
@@ -185,19 +150,17 @@ class DataChannel:
         self._lossy_over_mtu = 0
         self._messages_received = 0
         self._bytes_received = 0
-        self._chunked_received = 0
-        self._streams_received = 0
         self._unrouted = 0
         self._dropped = dict.fromkeys(DataDropReason, 0)
         self._bytes_dropped = 0
         self._drops_unreported = 0
-        self._remove_listener: Callable[[], None] | None = None
-        if session._shutdown_done or session._bus.closed:
+        self._remove_listener: Callable[[], None] = _nothing
+        if core.closed:
             self._close()
         else:
             # Packets come from the session's one event registry, in SDK order.
-            self._remove_listener = session._bus.add_listener(self._on_event)
-            session._on_close(self._close)
+            self._remove_listener = core.bus.add_listener(self._on_event)
+            core.on_close(self._close)
 
     # -- options and stats ---------------------------------------------------------------
 
@@ -215,25 +178,16 @@ class DataChannel:
         """
         if not isinstance(options, DataOptions):
             raise InvalidDataArgument(f"expected DataOptions, not {type(options).__name__}")
-        if self._pending_topics or self._stream_tasks:
+        if self._packets.pending or self._streams.pending_messages:
             raise SessionStateError(
                 "cannot change data limits while incomplete messages are being received"
             )
         self._options = options
-        self._reassembler = self._new_reassembler(options)
-
-    @staticmethod
-    def _new_reassembler(options: DataOptions) -> Reassembler:
-        return Reassembler(
-            max_pending_bytes=options.max_pending_bytes,
-            timeout=options.incomplete_timeout,
-            max_pending_messages=options.max_pending_messages,
-        )
+        self._packets.reset(options)
 
     @property
     def stats(self) -> DataStats:
         """The counters now."""
-        reassembly = self._reassembler.stats
         return DataStats(
             messages_sent=self._messages_sent,
             packets_sent=self._packets_sent,
@@ -241,14 +195,14 @@ class DataChannel:
             lossy_over_mtu_sent=self._lossy_over_mtu,
             messages_received=self._messages_received,
             bytes_received=self._bytes_received,
-            chunked_received=self._chunked_received,
-            streams_received=self._streams_received,
+            chunked_received=self._packets.chunked_received,
+            streams_received=self._streams.received,
             messages_unrouted=self._unrouted,
             dropped=MappingProxyType(dict(self._dropped)),
             bytes_dropped=self._bytes_dropped,
             drops_unreported=self._drops_unreported,
-            pending_messages=reassembly.pending_messages + len(self._stream_tasks),
-            pending_bytes=reassembly.reserved_bytes + self._stream_bytes,
+            pending_messages=self._packets.pending_messages + self._streams.pending_messages,
+            pending_bytes=self._packets.pending_bytes + self._streams.pending_bytes,
         )
 
     # -- sending -------------------------------------------------------------------------
@@ -294,13 +248,13 @@ class DataChannel:
             DataSendIncomplete: a chunked message failed after some packets left.
             StreamError: a native stream send failed.
         """
-        data = _payload_bytes(payload)
-        topic = _check_topic(topic)
+        data = payload_bytes(payload)
+        topic = check_topic(topic)
         if not isinstance(reliable, bool):
             raise InvalidDataArgument(f"reliable must be a bool, got {reliable!r}")
         if not isinstance(native_stream, bool):
             raise InvalidDataArgument(f"native_stream must be a bool, got {native_stream!r}")
-        destinations = _destinations(to)
+        identities = destinations(to)
         if native_stream and not reliable:
             raise InvalidDataArgument("native streams are reliable only; use reliable=True")
         packets: list[bytes] | None = None
@@ -313,18 +267,18 @@ class DataChannel:
                     f"a lossy payload must fit one packet of at most {limit} bytes, "
                     f"got {len(data)} bytes; send it reliably to have it chunked"
                 )
-        room = self._session.require_connected()
+        room = self._core.require_connected()
         if not room.local_participant.permissions.can_publish_data:
             raise DataPermissionDenied(
                 f"participant {room.local_participant.identity!r} may not publish data "
                 "(its token or permissions lack canPublishData); the server would drop it"
             )
         absent = (
-            tuple(d for d in destinations if d not in room.remote_participants)
-            if destinations is not None
+            tuple(d for d in identities if d not in room.remote_participants)
+            if identities is not None
             else ()
         )
-        send_to = list(destinations) if destinations is not None else []
+        send_to = list(identities) if identities is not None else []
 
         if native_stream:
             async with self._send_lock:
@@ -431,8 +385,9 @@ class DataChannel:
         self,
         topic: str | Iterable[str] | None = None,
         *,
-        max_buffered: int = _DEFAULT_MAX_BUFFERED,
-        max_buffered_bytes: int = _DEFAULT_MAX_BUFFERED_BYTES,
+        buffer: int = _DEFAULT_BUFFER,
+        buffer_bytes: int = _DEFAULT_BUFFER_BYTES,
+        overflow: OverflowPolicy = OverflowPolicy.DROP_OLDEST,
     ) -> DataSubscription[DataMessage]:
         """Subscribe to whole messages on one topic, several, or all (`None`).
 
@@ -441,35 +396,33 @@ class DataChannel:
             async for message in messages: ...
         ```
 
-        Messages arriving after `async with` entered are queued (at most
-        `max_buffered` messages and `max_buffered_bytes` payload bytes; when full,
-        a new message is a `SUBSCRIBER_FULL` drop for this subscriber only).
-        Subscribing to named topics also receives the LiveKit native text and byte
-        streams sent on them (streams are dispatched by exact topic, so a
-        subscription to all topics receives streams only on topics some other
-        subscription names).
+        Messages arriving after `async with` entered are buffered (at most `buffer`
+        messages and `buffer_bytes` payload bytes; when full, `overflow` applies: by
+        default the oldest buffered message is dropped and reported as a
+        `SUBSCRIBER_FULL` drop, for this subscriber only). Subscribing to named
+        topics also receives the LiveKit native text and byte streams sent on them
+        (streams are dispatched by exact topic, so a subscription to all topics
+        receives streams only on topics some other subscription names).
 
         Raises:
             InvalidDataArgument: a topic that is not a `str` (or is too long), an
                 empty collection, or a non-positive bound.
+            ConfigurationError: an unknown overflow policy.
         """
-        topics = _topics(topic)
-        _positive("max_buffered", max_buffered)
-        _positive("max_buffered_bytes", max_buffered_bytes)
-
-        def accepts(message: DataMessage) -> bool:
-            return topics is None or message.topic in topics
-
-        return DataSubscription[DataMessage](
+        chosen = topics(topic)
+        positive("buffer", buffer)
+        positive("buffer_bytes", buffer_bytes)
+        buffer, policy = check_buffer(buffer, overflow)
+        return DataSubscription(
             self,
-            accepts=accepts,
-            size_of=len,
-            max_buffered=max_buffered,
-            max_buffered_bytes=max_buffered_bytes,
-            topics=topics,
+            topics=chosen,
+            drops=False,
+            buffer=buffer,
+            buffer_bytes=buffer_bytes,
+            overflow=policy,
         )
 
-    def drops(self, *, max_buffered: int = _DEFAULT_MAX_BUFFERED) -> DataSubscription[DataDropped]:
+    def drops(self, *, buffer: int = _DEFAULT_BUFFER) -> DataSubscription[DataDropped]:
         """Subscribe to reports of received data thrown away (see `DataDropReason`).
 
         ```python
@@ -479,133 +432,58 @@ class DataChannel:
         ```
 
         Drops no subscription takes are still counted in
-        [`stats`][lkkit.DataChannel.stats].
+        [`stats`][lkkit.DataChannel.stats]; a full drop subscription loses its oldest
+        reports (counted in its `dropped`).
         """
-        _positive("max_buffered", max_buffered)
-        return DataSubscription[DataDropped](
+        positive("buffer", buffer)
+        return DataSubscription(
             self,
-            accepts=_accept_all,
-            size_of=_no_size,
-            max_buffered=max_buffered,
-            max_buffered_bytes=1,
+            topics=None,
+            drops=True,
+            buffer=buffer,
+            buffer_bytes=None,
+            overflow=OverflowPolicy.DROP_OLDEST,
         )
 
-    def _attach(self, subscription: DataSubscription[Any]) -> None:
+    def _attach(self, subscription: Subscription[Any]) -> None:
+        assert isinstance(subscription, DataSubscription)
         if self._closed:
             subscription._end()
             return
-        if subscription._accepts is _accept_all:
+        if subscription._drops:
             self._drop_subs.append(subscription)
             return
         self._message_subs.append(subscription)
         for topic in subscription.topics or ():
-            self._want_stream_topic(topic)
+            self._streams.want(topic)
 
-    def _detach(self, subscription: DataSubscription[Any]) -> None:
+    def _detach(self, subscription: Subscription[Any]) -> None:
         if subscription in self._message_subs:
+            assert isinstance(subscription, DataSubscription)
             self._message_subs.remove(subscription)
             if not self._closed:
                 for topic in subscription.topics or ():
-                    self._unwant_stream_topic(topic)
+                    self._streams.unwant(topic)
         elif subscription in self._drop_subs:
             self._drop_subs.remove(subscription)
 
-    # -- lazy expiry (no background timer) -----------------------------------------------
-
-    def _expiry_wait(self) -> float | None:
-        if not self._pending_topics or self._closed:
-            return None
-        return max(0.05, min(1.0, self._options.incomplete_timeout / 4))
-
-    def _expire_now(self) -> None:
-        if self._closed:
-            return
-        for drop in self._reassembler.expire():
-            self._report_codec_drop(drop, None)
-
-    # -- receiving packets (from the session's event bus) --------------------------------
+    # -- receiving ---------------------------------------------------------------------
 
     def _on_event(self, event: Event) -> None:
         if isinstance(event, DataReceived) and not self._closed:
             try:
-                self._on_packet(event)
+                self._packets.on_packet(event)
             except Exception:  # never let one packet break the SDK's dispatch
                 logger.exception("lkkit could not process a data packet")
+            if self._packets.pending and (self._expiry is None or self._expiry.done()):
+                self._expiry = self._core.spawn(self._expire_while_pending(), name="data expiry")
 
-    def _on_packet(self, event: DataReceived) -> None:
-        participant = event.participant
-        sender = event.sender_identity
-        payload = event.payload
-        key = sender
-        if (
-            sender is not None
-            and payload[:4] == MAGIC
-            and (None, payload[6:14]) in self._pending_topics
-        ):
-            # The first chunks of this message came without the sender's identity (the
-            # SDK learns of a participant that publishes nothing up to ~3 s after it
-            # joined): keep its chunks together under that first key.
-            self._late_senders[payload[6:14]] = sender
-            key = None
-        result = self._reassembler.feed(key, payload)
-        if isinstance(result, Raw):
-            self._deliver(
-                DataMessage(
-                    payload=result.payload,
-                    topic=event.topic,
-                    sender=sender,
-                    participant=participant,
-                    reliability=event.reliability,
-                    kind=DataKind.PACKET,
-                    received_at=event.received_at,
-                )
-            )
-        elif isinstance(result, Stored):
-            self._pending_topics.setdefault((result.sender, result.message_id), event.topic)
-        elif isinstance(result, Complete):
-            topic = self._pending_topics.pop((result.sender, result.message_id), event.topic)
-            if result.sender is None:
-                sender = self._late_senders.pop(result.message_id, None)
-            self._chunked_received += 1
-            self._deliver(
-                DataMessage(
-                    payload=result.payload,
-                    topic=topic,
-                    sender=sender,
-                    participant=participant,
-                    reliability=event.reliability,
-                    kind=DataKind.CHUNKED,
-                    received_at=event.received_at,
-                )
-            )
-        else:
-            self._report_codec_drop(result, event.topic)
-        # Timeouts that this packet's arrival noticed.
-        for drop in self._reassembler.expire():
-            self._report_codec_drop(drop, None)
-
-    def _report_codec_drop(self, drop: Dropped, topic: str | None) -> None:
-        sender = drop.sender
-        if drop.message_id is not None:
-            key = (drop.sender, drop.message_id)
-            if drop.reason is DropReason.DUPLICATE:  # one packet; its message goes on
-                topic = self._pending_topics.get(key, topic)
-                if sender is None:
-                    sender = self._late_senders.get(drop.message_id)
-            else:
-                topic = self._pending_topics.pop(key, topic)
-                if sender is None:
-                    sender = self._late_senders.pop(drop.message_id, None)
-        self._report(
-            DataDropped(
-                reason=drop_reason_from_codec(drop.reason),
-                sender=sender,
-                topic=topic,
-                message_id=drop.message_id,
-                bytes_dropped=drop.bytes_dropped,
-                at=time.time(),
-            )
-        )
+    async def _expire_while_pending(self) -> None:
+        # One timer per session, only while an incomplete message is held: a stalled
+        # message is reported within a quarter of its timeout.
+        while self._packets.pending and not self._closed:
+            await anyio.sleep(max(0.05, min(1.0, self._options.incomplete_timeout / 4)))
+            self._packets.expire()
 
     def _report(self, drop: DataDropped) -> None:
         self._dropped[drop.reason] += 1
@@ -613,176 +491,34 @@ class DataChannel:
         logger.debug("dropped data: %s", drop)
         taken = False
         for subscription in list(self._drop_subs):
-            if subscription._wants(drop):
-                taken = subscription._offer(drop) or taken
+            taken = subscription._offer(drop) or taken
         if not taken:
             self._drops_unreported += 1
+
+    def _subscriber_dropped(self, message: Any) -> None:
+        # A full subscription dropped its oldest message to take a new one.
+        assert isinstance(message, DataMessage)
+        self._report(
+            DataDropped(
+                reason=DataDropReason.SUBSCRIBER_FULL,
+                sender=message.sender,
+                topic=message.topic,
+                message_id=None,
+                bytes_dropped=len(message.payload),
+                at=time.time(),
+            )
+        )
 
     def _deliver(self, message: DataMessage) -> None:
         self._messages_received += 1
         self._bytes_received += len(message.payload)
         routed = False
         for subscription in list(self._message_subs):
-            if not subscription._wants(message):
-                continue
-            routed = True
-            if not subscription._offer(message):
-                self._report(
-                    DataDropped(
-                        reason=DataDropReason.SUBSCRIBER_FULL,
-                        sender=message.sender,
-                        topic=message.topic,
-                        message_id=None,
-                        bytes_dropped=len(message.payload),
-                        at=time.time(),
-                    )
-                )
+            if subscription._wants(message):
+                routed = True
+                subscription._offer(message)
         if not routed:
             self._unrouted += 1
-
-    # -- receiving native data streams ---------------------------------------------------
-
-    def _want_stream_topic(self, topic: str) -> None:
-        count = self._stream_topic_refs.get(topic, 0)
-        self._stream_topic_refs[topic] = count + 1
-        room = self._session._room
-        if count or room is None:
-            return
-        registrations: tuple[tuple[DataKind, Callable[[str, Any], None]], ...] = (
-            (DataKind.TEXT_STREAM, room.register_text_stream_handler),
-            (DataKind.BYTE_STREAM, room.register_byte_stream_handler),
-        )
-        for kind, register in registrations:
-            handler = self._on_text_stream if kind is DataKind.TEXT_STREAM else self._on_byte_stream
-            try:
-                register(topic, handler)
-            except ValueError:
-                # The SDK takes one handler per topic, and someone else (the
-                # application, another library) holds this one: leave it to them.
-                logger.warning(
-                    "native %s on topic %r already have a handler; lkkit does not "
-                    "receive them (it still receives data packets on that topic)",
-                    kind.value.replace("_", " ") + "s",
-                    topic,
-                )
-            else:
-                self._stream_handlers.add((topic, kind))
-
-    def _unwant_stream_topic(self, topic: str) -> None:
-        count = self._stream_topic_refs.get(topic, 0) - 1
-        if count > 0:
-            self._stream_topic_refs[topic] = count
-            return
-        self._stream_topic_refs.pop(topic, None)
-        self._unregister_stream_handlers(topic)
-
-    def _unregister_stream_handlers(self, topic: str) -> None:
-        room = self._session._room
-        if (topic, DataKind.TEXT_STREAM) in self._stream_handlers:
-            self._stream_handlers.discard((topic, DataKind.TEXT_STREAM))
-            if room is not None:
-                room.unregister_text_stream_handler(topic)
-        if (topic, DataKind.BYTE_STREAM) in self._stream_handlers:
-            self._stream_handlers.discard((topic, DataKind.BYTE_STREAM))
-            if room is not None:
-                room.unregister_byte_stream_handler(topic)
-
-    def _on_text_stream(self, reader: rtc.TextStreamReader, identity: str) -> None:
-        self._start_stream(reader, identity, DataKind.TEXT_STREAM)
-
-    def _on_byte_stream(self, reader: rtc.ByteStreamReader, identity: str) -> None:
-        self._start_stream(reader, identity, DataKind.BYTE_STREAM)
-
-    def _start_stream(self, reader: _StreamReader, identity: str, kind: DataKind) -> None:
-        # Called by the SDK (sync) when a stream on one of our topics opens.
-        if self._closed:
-            reader.close()
-            return
-        if len(self._stream_tasks) >= self._options.max_pending_messages:
-            reader.close()
-            self._report(
-                DataDropped(
-                    reason=DataDropReason.OVER_BUDGET,
-                    sender=identity or None,
-                    topic=reader.info.topic,
-                    message_id=None,
-                    bytes_dropped=0,
-                    at=time.time(),
-                )
-            )
-            return
-        task = asyncio.get_running_loop().create_task(self._read_stream(reader, identity, kind))
-        self._stream_tasks.add(task)
-        task.add_done_callback(self._stream_tasks.discard)
-
-    async def _read_stream(self, reader: _StreamReader, identity: str, kind: DataKind) -> None:
-        topic = reader.info.topic
-        parts: list[bytes] = []
-        held = 0
-        try:
-            reason = await self._read_stream_parts(reader, parts)
-        finally:
-            held = sum(len(part) for part in parts)
-            self._stream_bytes -= held
-            reader.close()
-        if self._closed:
-            return
-        if reason is not None:
-            self._report(
-                DataDropped(
-                    reason=reason,
-                    sender=identity or None,
-                    topic=topic,
-                    message_id=None,
-                    bytes_dropped=held,
-                    at=time.time(),
-                )
-            )
-            return
-        room = self._session._room
-        participant = room.remote_participants.get(identity) if room is not None else None
-        self._streams_received += 1
-        self._deliver(
-            DataMessage(
-                payload=b"".join(parts),
-                topic=topic,
-                sender=identity or None,
-                participant=RemoteParticipant(participant) if participant is not None else None,
-                reliability=DataReliability.RELIABLE,
-                kind=kind,
-                received_at=time.time(),
-            )
-        )
-
-    async def _read_stream_parts(
-        self, reader: _StreamReader, parts: list[bytes]
-    ) -> DataDropReason | None:
-        """Read `reader` into `parts`, counting the bytes held; why it stopped early."""
-        cap = self._options.max_pending_bytes
-        if (reader.info.size or 0) > cap:
-            return DataDropReason.TOO_LARGE
-        held = 0
-        iterator = reader.__aiter__()
-        try:
-            while True:
-                with anyio.fail_after(self._options.incomplete_timeout):
-                    try:
-                        chunk: str | bytes = await iterator.__anext__()
-                    except StopAsyncIteration:
-                        return None
-                data = chunk.encode("utf-8") if isinstance(chunk, str) else chunk
-                if held + len(data) > cap:
-                    return DataDropReason.TOO_LARGE
-                if self._stream_bytes + len(data) > cap:
-                    return DataDropReason.OVER_BUDGET
-                parts.append(data)
-                held += len(data)
-                self._stream_bytes += len(data)
-        except TimeoutError:
-            return DataDropReason.TIMEOUT
-        except SdkStreamError as exc:
-            logger.debug("native data stream on %r failed: %s", reader.info.topic, exc)
-            return DataDropReason.STREAM_FAILED
 
     # -- the end -------------------------------------------------------------------------
 
@@ -791,32 +527,12 @@ class DataChannel:
         if self._closed:
             return
         self._closed = True
-        if self._remove_listener is not None:
-            self._remove_listener()
-            self._remove_listener = None
-        for messages in self._message_subs:
-            messages._end()
-        for drops in self._drop_subs:
-            drops._end()
-        for task in list(self._stream_tasks):
-            task.cancel()
-        for topic, _ in list(self._stream_handlers):
-            self._unregister_stream_handlers(topic)
-        self._stream_topic_refs.clear()
-        self._pending_topics.clear()
-        self._late_senders.clear()
-        self._reassembler = self._new_reassembler(self._options)  # frees partial buffers
+        self._remove_listener()
+        for subscription in self._message_subs + self._drop_subs:
+            subscription._end()
+        self._streams.close()
+        self._packets.reset(self._options)  # frees partial buffers
 
     def __repr__(self) -> str:
-        return (
-            f"<DataChannel subscriptions={len(self._message_subs)} "
-            f"pending={len(self._pending_topics) + len(self._stream_tasks)}>"
-        )
-
-
-def _accept_all(_: object) -> bool:
-    return True
-
-
-def _no_size(_: object) -> int:
-    return 0
+        pending = self._packets.pending_messages + self._streams.pending_messages
+        return f"<DataChannel subscriptions={len(self._message_subs)} pending={pending}>"

@@ -10,10 +10,10 @@ import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from ._chunking import MAX_PACKET_BYTES, DropReason
-from ._exceptions import ConfigurationError
-from ._participants import RemoteParticipant
-from ._types import DataReliability
+from .._chunking import MAX_PACKET_BYTES, DropReason
+from .._exceptions import ConfigurationError
+from .._participants import RemoteParticipant
+from .._types import DataReliability
 
 __all__ = [
     "LOSSY_MTU_BYTES",
@@ -23,6 +23,7 @@ __all__ = [
     "DataKind",
     "DataMessage",
     "DataOptions",
+    "DataOrigin",
     "DataSent",
     "DataStats",
 ]
@@ -88,6 +89,17 @@ def drop_reason_from_codec(reason: DropReason) -> DataDropReason:
     return _FROM_CODEC[reason]
 
 
+class DataOrigin(str, enum.Enum):
+    """What a receiver knows of who sent a message."""
+
+    PARTICIPANT = "participant"
+    """A participant, whose identity is the message's `sender`."""
+    UNKNOWN = "unknown"
+    """No identity came with it: the server API sent it, or a participant that the
+    SDK has not announced yet (one that publishes nothing is announced up to ~3 s
+    after it joined). The SDK reports both the same way."""
+
+
 @dataclass(frozen=True, slots=True)
 class DataMessage:
     """A received data message, whole.
@@ -95,7 +107,8 @@ class DataMessage:
     Attributes:
         payload: the bytes sent, exactly (a `str` sent is its UTF-8 encoding).
         topic: the topic it was sent on (`""` when sent without one).
-        sender: the sender's identity; `None` when the server API sent it.
+        sender: the sender's identity; `None` when it came without one (see
+            [`origin`][lkkit.DataMessage.origin]).
         participant: a live view of the sender; `None` when the server API sent it,
             or when this session does not know the sender yet (a participant that
             publishes nothing is announced to others up to ~3 s after it joined, and
@@ -125,13 +138,19 @@ class DataMessage:
         return self.reliability is DataReliability.RELIABLE
 
     @property
-    def from_server(self) -> bool:
-        """Whether the server API sent it."""
-        return self.sender is None
+    def origin(self) -> DataOrigin:
+        """What is known of the sender: a participant (identity in `sender`), or
+        unknown (the server API, or a participant the SDK has not announced yet: the
+        two look the same as the SDK reports them)."""
+        return DataOrigin.PARTICIPANT if self.sender is not None else DataOrigin.UNKNOWN
 
     def __len__(self) -> int:
         """The payload's length in bytes."""
         return len(self.payload)
+
+    def __bool__(self) -> bool:
+        """Always true: a message is a message, even a zero-byte one."""
+        return True
 
 
 @dataclass(frozen=True, slots=True)
