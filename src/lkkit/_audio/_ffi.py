@@ -22,28 +22,24 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Protocol
 
-from livekit.rtc._ffi_client import FfiClient
-from livekit.rtc._proto import audio_frame_pb2 as proto_audio
-from livekit.rtc._proto import ffi_pb2 as proto_ffi
+from .._exceptions import NotConnected
+from .._sdk_compat import (
+    drop_handle,
+    ffi_request,
+    proto_audio,
+    proto_ffi,
+    subscribe_ffi_events,
+)
 
-from ._exceptions import NotConnected
-
-__all__ = ["CaptureRouter", "StreamRouter", "drop_handle"]
+__all__ = ["CaptureRouter", "StreamRouter", "capture_router", "stream_router"]
 
 _RETIRED_MAX = 256
-
-
-def drop_handle(handle_id: int) -> None:
-    """Release a native handle lkkit owns (a received frame's buffer, a stream)."""
-    if handle_id == 0 or FfiClient._ffi_disposed:
-        return
-    FfiClient.instance._ffi_lib.livekit_ffi_drop_handle(handle_id)
 
 
 class _Subscription:
     """One FFI queue subscription whose deliveries call `deliver` on the loop thread."""
 
-    __slots__ = ("_deliver", "_filter", "_queue", "_users")
+    __slots__ = ("_deliver", "_filter", "_unsubscribe", "_users")
 
     def __init__(
         self,
@@ -53,25 +49,19 @@ class _Subscription:
         # No reference to the loop: the routers are values of a weak dict keyed by it.
         self._filter = filter_fn
         self._deliver = deliver
-        self._queue: asyncio.Queue[proto_ffi.FfiEvent] | None = None
+        self._unsubscribe: Callable[[], None] | None = None
         self._users = 0
 
     def acquire(self) -> None:
         self._users += 1
-        if self._queue is None:
-            queue = FfiClient.instance.queue.subscribe(
-                asyncio.get_running_loop(), filter_fn=self._filter
-            )
-            # The FFI thread schedules `queue.put_nowait(event)` on our loop: routing
-            # right there saves a task hop per event (the SDK's own streams pay one).
-            queue.put_nowait = self._deliver
-            self._queue = queue
+        if self._unsubscribe is None:
+            self._unsubscribe = subscribe_ffi_events(self._filter, self._deliver)
 
     def release(self) -> None:
         self._users = max(0, self._users - 1)
-        if self._users == 0 and self._queue is not None:
-            FfiClient.instance.queue.unsubscribe(self._queue)
-            self._queue = None
+        if self._users == 0 and self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
 
 
 class CaptureRouter:
@@ -107,14 +97,17 @@ class CaptureRouter:
         """Send a capture request; return its async id and a future of its error text
         (empty on success). The future is never cancelled by its awaiters' cancellation
         when awaited through `asyncio.shield`."""
+        future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        # The completion can reach the FFI thread's filter before `request` returns:
+        # until the capture is registered by its id, `_requesting` lets every
+        # capture completion through (`_deliver`, on the loop, drops strangers).
         self._requesting += 1
         try:
-            response = FfiClient.instance.request(request)
+            response = ffi_request(request)
+            async_id = response.capture_audio_frame.async_id
+            self._waiting[async_id] = future
         finally:
             self._requesting -= 1
-        async_id = response.capture_audio_frame.async_id
-        future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-        self._waiting[async_id] = future
         return async_id, future
 
     def abandon(self, async_id: int) -> None:
@@ -160,16 +153,18 @@ class StreamRouter:
         """Create a native stream with `request` and route its events to `owner`;
         return the stream's handle id."""
         self._subscription.acquire()
+        # As for captures: until the stream is registered by its handle, every audio
+        # stream event is let through, so its first frames are never filtered out.
         self._opening += 1
         try:
-            response = FfiClient.instance.request(request)
+            response = ffi_request(request)
+            handle: int = response.new_audio_stream.stream.handle.id
+            self._streams[handle] = owner
         except BaseException:
             self._subscription.release()
             raise
         finally:
             self._opening -= 1
-        handle: int = response.new_audio_stream.stream.handle.id
-        self._streams[handle] = owner
         return handle
 
     def close(self, handle: int) -> None:

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from ._exceptions import AudioFormatError
+from .._exceptions import AudioFormatError
 
 __all__ = ["AudioFormat", "FrameSplitter", "to_int16"]
 

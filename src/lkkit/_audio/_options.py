@@ -7,8 +7,8 @@ from typing import ClassVar
 
 from livekit import rtc
 
-from ._exceptions import ConfigurationError
-from ._types import TrackSource, track_source_to_sdk
+from .._exceptions import ConfigurationError
+from .._types import TrackSource, track_source_to_sdk
 
 __all__ = ["AudioOptions"]
 

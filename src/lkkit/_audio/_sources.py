@@ -12,8 +12,8 @@ import numpy as np
 import numpy.typing as npt
 from livekit import rtc
 
-from ._audio_frames import Int16Array
-from ._exceptions import AudioFormatError, ConfigurationError
+from .._exceptions import AudioFormatError, ConfigurationError
+from ._frames import Int16Array
 
 __all__ = ["WavAudio", "iter_chunks", "read_wav", "silence", "sine_tone"]
 

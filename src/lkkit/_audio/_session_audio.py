@@ -1,0 +1,244 @@
+"""`session.audio`: a session's audio publishers and received streams, and their end."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from livekit import rtc
+
+from .._core import SessionCore
+from .._events import (
+    Event,
+    ParticipantDisconnected,
+    TrackSubscribed,
+    TrackUnpublished,
+    TrackUnsubscribed,
+)
+from .._exceptions import AudioFormatError, ConfigurationError, TrackNotSubscribed
+from .._participants import Participant, TrackPublication
+from .._subscription import OverflowPolicy, check_buffer
+from .._types import TrackSource, track_source_to_sdk
+from ._frames import AudioFormat, check_duration_ms
+from ._options import AudioOptions
+from ._publisher import AudioPublisher
+from ._stream import AudioStream
+
+__all__ = ["DEFAULT_STREAM_BUFFER_MS", "SessionAudio"]
+
+DEFAULT_STREAM_BUFFER_MS = 1000
+"""Received audio a stream buffers for a slow reader before dropping the oldest."""
+
+
+class SessionAudio:
+    """A session's audio: [`publish`][lkkit.SessionAudio.publish] fixed frames and
+    [`stream`][lkkit.SessionAudio.stream] received audio. Reached as `session.audio`.
+
+    Owns the session's open publishers and streams: it ends them all when the session
+    ends, and ends a stream when the session's event bus reports its track
+    unsubscribed or unpublished, or its participant gone.
+    """
+
+    def __init__(self, core: SessionCore) -> None:
+        self._core = core
+        self._publishers: set[AudioPublisher] = set()
+        self._streams: set[AudioStream] = set()
+        self._streams_by_sid: dict[str, set[AudioStream]] = {}
+        self._remove_listener: Callable[[], None] | None = None
+        core.on_close(self._on_session_closed)
+
+    def publish(
+        self,
+        name: str,
+        *,
+        sample_rate: int = 48_000,
+        channels: int = 1,
+        frame_ms: int = 10,
+        buffer_ms: int = 50,
+        capture_ms: int | None = None,
+        options: AudioOptions | None = None,
+    ) -> AudioPublisher:
+        """An audio track to publish: `async with session.audio.publish("voice") as pub:`.
+
+        Args:
+            name: the track's name.
+            sample_rate: samples per second per channel (a multiple of 100).
+            channels: channel count (1-8).
+            frame_ms: the frame duration: writes are cut into frames of this length,
+                the remainder carried; `flush` pads the last one. A multiple of 10 ms.
+            buffer_ms: the native buffer: a capture returns once the buffer holds at
+                most this much. A multiple of 10 ms, at least `frame_ms`.
+            capture_ms: audio handed to the native source per capture, whole frames up
+                to `buffer_ms`; defaults to the most frames that fit `buffer_ms`.
+                Smaller means less buffered audio and more Python work.
+            options: processing and encoding, default `AudioOptions()`.
+
+        Raises:
+            AudioFormatError: a rate, channel count or duration the native layer refuses.
+            ConfigurationError: an empty name.
+        """
+        if not isinstance(name, str) or not name:
+            raise ConfigurationError("an audio track needs a non-empty name")
+        fmt = AudioFormat(sample_rate, channels, frame_ms)
+        buffer_ms = check_duration_ms("buffer_ms", buffer_ms)
+        if buffer_ms < frame_ms:
+            raise AudioFormatError(
+                f"buffer_ms ({buffer_ms}) must be at least frame_ms ({frame_ms})"
+            )
+        default_capture = buffer_ms // frame_ms * frame_ms
+        capture = default_capture if capture_ms is None else capture_ms
+        check_duration_ms("capture_ms", capture)
+        if capture % frame_ms or capture > buffer_ms:
+            raise AudioFormatError(
+                f"capture_ms ({capture}) must be a multiple of frame_ms ({frame_ms}) "
+                f"no larger than buffer_ms ({buffer_ms})"
+            )
+        return AudioPublisher(self, name, fmt, buffer_ms, capture, options or AudioOptions())
+
+    def stream(
+        self,
+        track: Participant | TrackPublication | rtc.RemoteParticipant | rtc.Track,
+        *,
+        sample_rate: int = 48_000,
+        channels: int = 1,
+        frame_ms: int = 10,
+        source: TrackSource = TrackSource.MICROPHONE,
+        buffer: int = DEFAULT_STREAM_BUFFER_MS // 10,
+    ) -> AudioStream:
+        """Receive a remote audio track as numpy chunks.
+
+        ```python
+        async with session.audio.stream(participant) as chunks:
+            async for chunk in chunks:
+                ...
+        ```
+
+        `track` is a remote participant (its track of kind `source` is used, waited
+        for when it is not subscribed yet), a subscribed remote track publication,
+        or an SDK remote audio track. The audio is resampled and remixed natively to
+        `sample_rate`/`channels` and regrouped into `frame_ms` chunks: 50 ms chunks
+        cost the event loop a fifth of 10 ms ones. At most `buffer` chunks wait for
+        a slow reader (one second of audio by default for 10 ms chunks); then the
+        oldest are dropped and counted in the stream's `dropped`.
+
+        Raises:
+            AudioFormatError: a rate, channel count or duration the native layer refuses.
+            ConfigurationError: the local participant, a video track, or a source that
+                is not audio.
+            TrackNotSubscribed: the publication's track is not subscribed (yet).
+            NotConnected: the session is not connected.
+        """
+        fmt = AudioFormat(sample_rate, channels, frame_ms)
+        buffer, _ = check_buffer(buffer, OverflowPolicy.DROP_OLDEST)
+        if source not in (TrackSource.MICROPHONE, TrackSource.SCREEN_SHARE_AUDIO):
+            raise ConfigurationError(f"source must be an audio source, got {source!r}")
+        room = self._core.require_connected()
+        if isinstance(track, Participant | rtc.RemoteParticipant):
+            participant = track.sdk if isinstance(track, Participant) else track
+            if not isinstance(participant, rtc.RemoteParticipant):
+                raise ConfigurationError(
+                    "receive audio from a remote participant, not the local one"
+                )
+            stream = AudioStream(self, fmt, participant.identity, source, buffer=buffer)
+            self._track_streams(stream)
+            found = _subscribed_audio(participant, track_source_to_sdk(source))
+            if found is not None:
+                stream._bind(*found)
+            return stream
+        sdk_track, sid = self._resolve_track(track)
+        identity = next(
+            (i for i, p in room.remote_participants.items() if sid in p.track_publications),
+            "",
+        )
+        stream = AudioStream(self, fmt, identity, source, buffer=buffer)
+        self._track_streams(stream)
+        stream._bind(sdk_track, sid)
+        return stream
+
+    @staticmethod
+    def _resolve_track(track: TrackPublication | rtc.Track) -> tuple[rtc.Track, str]:
+        if isinstance(track, TrackPublication):
+            publication = track.sdk
+            if not isinstance(publication, rtc.RemoteTrackPublication):
+                raise ConfigurationError("receive audio from a remote track, not a local one")
+            if publication.kind != rtc.TrackKind.KIND_AUDIO:
+                raise ConfigurationError(f"track {publication.sid} is not an audio track")
+            if publication.track is None:
+                raise TrackNotSubscribed(
+                    f"track {publication.sid} is not subscribed by this session (yet)"
+                )
+            return publication.track, publication.sid
+        if not isinstance(track, rtc.RemoteAudioTrack):
+            raise ConfigurationError(
+                f"receive audio from a remote audio track, got {type(track).__name__}"
+            )
+        return track, track.sid
+
+    # -- ending streams and publishers ---------------------------------------------------
+
+    def _track_streams(self, stream: AudioStream) -> None:
+        if self._remove_listener is None:
+            # One listener on the session's event bus for all of this session's
+            # streams; the bus drops it when the session ends.
+            self._remove_listener = self._core.bus.add_listener(self._on_event)
+        self._streams.add(stream)
+
+    def _index(self, stream: AudioStream) -> None:
+        self._streams_by_sid.setdefault(stream._sid, set()).add(stream)
+
+    def _forget(self, stream: AudioStream) -> None:
+        self._streams.discard(stream)
+        readers = self._streams_by_sid.get(stream._sid)
+        if readers is not None:
+            readers.discard(stream)
+            if not readers:
+                del self._streams_by_sid[stream._sid]
+
+    def _on_event(self, event: Event) -> None:
+        # Synchronous, in the SDK's dispatch order. Both unsubscribe and unpublish
+        # end a stream: when the SDK handles the unpublish first it drops the
+        # publication and never reports the unsubscribe; nor does it report tracks
+        # unsubscribed after their participant left.
+        if isinstance(event, TrackUnsubscribed | TrackUnpublished):
+            for stream in tuple(self._streams_by_sid.get(event.publication.sid, ())):
+                stream._end()
+        elif isinstance(event, ParticipantDisconnected):
+            identity = event.participant.identity
+            for stream in tuple(self._streams):
+                if stream._identity == identity:
+                    stream._end()
+        elif isinstance(event, TrackSubscribed):
+            publication = event.publication.sdk
+            track = publication.track
+            if track is None or publication.kind != rtc.TrackKind.KIND_AUDIO:
+                return
+            identity = event.participant.identity
+            for stream in tuple(self._streams):
+                if (
+                    stream._track is None
+                    and stream._identity == identity
+                    and publication.source == track_source_to_sdk(stream._source)
+                ):
+                    stream._bind(track, publication.sid)
+
+    def _on_session_closed(self) -> None:
+        for stream in tuple(self._streams):
+            stream._end()
+        for publisher in tuple(self._publishers):
+            publisher._on_session_closed()
+        if self._remove_listener is not None:
+            self._remove_listener()
+            self._remove_listener = None
+
+
+def _subscribed_audio(
+    participant: rtc.RemoteParticipant, source: int
+) -> tuple[rtc.Track, str] | None:
+    for publication in participant.track_publications.values():
+        track = publication.track
+        if (
+            publication.source == source
+            and publication.kind == rtc.TrackKind.KIND_AUDIO
+            and track is not None
+        ):
+            return track, publication.sid
+    return None
