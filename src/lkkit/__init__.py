@@ -23,24 +23,34 @@ from ._version import __version__
 
 if _typing.TYPE_CHECKING:
     from ._admin import ParticipantInfo, RoomAdmin, RoomInfo
-    from ._audio import AudioChunk, AudioPublisher, AudioStream, SessionAudio
-    from ._audio_options import AudioOptions
-    from ._audio_sources import WavAudio, iter_chunks, read_wav, silence, sine_tone
+    from ._audio import (
+        AudioChunk,
+        AudioOptions,
+        AudioPublisher,
+        AudioStream,
+        SessionAudio,
+        WavAudio,
+        iter_chunks,
+        read_wav,
+        silence,
+        sine_tone,
+    )
     from ._chunking import MAX_PACKET_BYTES
-    from ._data import DataChannel
-    from ._data_subscription import DataSubscription
-    from ._data_types import (
+    from ._data import (
         LOSSY_MTU_BYTES,
         MAX_TOPIC_BYTES,
+        DataChannel,
         DataDropped,
         DataDropReason,
         DataKind,
         DataMessage,
         DataOptions,
+        DataOrigin,
         DataSent,
         DataStats,
+        DataSubscription,
     )
-    from ._event_bus import EventHandler, EventSnapshot, EventSubscription, OverflowPolicy
+    from ._event_bus import EventHandler, EventSnapshot, EventSubscription
     from ._events import (
         ActiveSpeakersChanged,
         ConnectionQualityChanged,
@@ -95,7 +105,6 @@ if _typing.TYPE_CHECKING:
         DataPermissionDenied,
         DataSendIncomplete,
         DataTooLarge,
-        EventOverflow,
         InvalidCredentials,
         InvalidDataArgument,
         InvalidGrant,
@@ -110,6 +119,8 @@ if _typing.TYPE_CHECKING:
         ServerUnreachable,
         SessionStateError,
         StreamError,
+        SubscriptionBusy,
+        SubscriptionOverflow,
         TokenError,
         TokenExpired,
         TokenMalformed,
@@ -125,6 +136,7 @@ if _typing.TYPE_CHECKING:
         TrackPublication,
     )
     from ._session import ConnectOptions, Session, ShutdownCallback, connect
+    from ._subscription import OverflowPolicy, Subscription
     from ._tokens import Credentials, Grants, Token
     from ._types import (
         ConnectionQuality,
@@ -147,28 +159,30 @@ _EXPORTS: dict[str, str] = {
     "AudioPublisher": "._audio",
     "AudioStream": "._audio",
     "SessionAudio": "._audio",
-    "AudioOptions": "._audio_options",
-    "WavAudio": "._audio_sources",
-    "iter_chunks": "._audio_sources",
-    "read_wav": "._audio_sources",
-    "silence": "._audio_sources",
-    "sine_tone": "._audio_sources",
+    "AudioOptions": "._audio",
+    "WavAudio": "._audio",
+    "iter_chunks": "._audio",
+    "read_wav": "._audio",
+    "silence": "._audio",
+    "sine_tone": "._audio",
     "MAX_PACKET_BYTES": "._chunking",
     "DataChannel": "._data",
-    "DataSubscription": "._data_subscription",
-    "LOSSY_MTU_BYTES": "._data_types",
-    "MAX_TOPIC_BYTES": "._data_types",
-    "DataDropReason": "._data_types",
-    "DataDropped": "._data_types",
-    "DataKind": "._data_types",
-    "DataMessage": "._data_types",
-    "DataOptions": "._data_types",
-    "DataSent": "._data_types",
-    "DataStats": "._data_types",
+    "DataSubscription": "._data",
+    "LOSSY_MTU_BYTES": "._data",
+    "MAX_TOPIC_BYTES": "._data",
+    "DataDropReason": "._data",
+    "DataDropped": "._data",
+    "DataKind": "._data",
+    "DataMessage": "._data",
+    "DataOptions": "._data",
+    "DataSent": "._data",
+    "DataStats": "._data",
     "EventHandler": "._event_bus",
     "EventSnapshot": "._event_bus",
     "EventSubscription": "._event_bus",
-    "OverflowPolicy": "._event_bus",
+    "OverflowPolicy": "._subscription",
+    "Subscription": "._subscription",
+    "DataOrigin": "._data",
     "ActiveSpeakersChanged": "._events",
     "ConnectionQualityChanged": "._events",
     "ConnectionStateChanged": "._events",
@@ -220,7 +234,8 @@ _EXPORTS: dict[str, str] = {
     "DataPermissionDenied": "._exceptions",
     "DataSendIncomplete": "._exceptions",
     "DataTooLarge": "._exceptions",
-    "EventOverflow": "._exceptions",
+    "SubscriptionBusy": "._exceptions",
+    "SubscriptionOverflow": "._exceptions",
     "InvalidCredentials": "._exceptions",
     "InvalidDataArgument": "._exceptions",
     "InvalidGrant": "._exceptions",
@@ -293,6 +308,7 @@ __all__ = [
     "DataKind",
     "DataMessage",
     "DataOptions",
+    "DataOrigin",
     "DataPermissionDenied",
     "DataReceived",
     "DataReliability",
@@ -309,7 +325,6 @@ __all__ = [
     "EncryptionState",
     "Event",
     "EventHandler",
-    "EventOverflow",
     "EventSnapshot",
     "EventSubscription",
     "Grants",
@@ -359,6 +374,9 @@ __all__ = [
     "SipDtmfReceived",
     "StreamError",
     "StreamState",
+    "Subscription",
+    "SubscriptionBusy",
+    "SubscriptionOverflow",
     "Token",
     "TokenError",
     "TokenExpired",

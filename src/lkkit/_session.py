@@ -8,56 +8,48 @@ async with lkkit.connect(url, token) as session:
 However the block ends (normal exit, exception, cancellation) the session tells the
 server it leaves, so others see the leave at once instead of after the ~15 s the
 server waits for a vanished client. Sessions still open when the interpreter exits
-are disconnected by an `atexit` hook.
+are left by the SDK's own `atexit` hook, which disposes of the native layer and so
+closes every room (measured: lkkit adding a hook of its own changed nothing).
 """
 
 from __future__ import annotations
 
 import asyncio
-import atexit
-import enum
 import inspect
 import logging
-import time
+import math
 import urllib.parse
-import weakref
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Generator, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType, TracebackType
-from typing import TYPE_CHECKING, Any, TypeVar, overload
+from typing import Any, TypeVar, overload
 
 import anyio
 from livekit import rtc
-from livekit.rtc._ffi_client import FfiClient
-from livekit.rtc._proto import ffi_pb2 as proto_ffi
 
-from ._event_bus import (
-    DEFAULT_BUFFER,
-    EventBus,
-    EventHandler,
-    EventSubscription,
-    HandlerResult,
-    OverflowPolicy,
+from ._audio import SessionAudio
+from ._core import SessionCore, SessionState
+from ._data import DataChannel
+from ._event_bus import DEFAULT_BUFFER, EventHandler, EventSubscription, HandlerResult
+from ._events import (
+    Disconnected,
+    Event,
+    ParticipantConnected,
+    ParticipantDisconnected,
+    TrackPublished,
+    TrackSubscribed,
 )
-from ._events import Disconnected, Event
 from ._exceptions import (
     ConfigurationError,
-    ConnectError,
     ConnectTimeout,
     NotConnected,
     SessionStateError,
     map_sdk_exceptions,
 )
-from ._participants import LocalParticipant, Participant, RemoteParticipant
-from ._types import (
-    ConnectionState,
-    DisconnectReason,
-    connection_state_from_sdk,
-)
-
-if TYPE_CHECKING:
-    from ._audio import SessionAudio
-    from ._data import DataChannel
+from ._participants import LocalParticipant, Participant, RemoteParticipant, TrackPublication
+from ._sdk_compat import room_sid_now, room_was_connected
+from ._subscription import OverflowPolicy
+from ._types import ConnectionState, DisconnectReason, ParticipantKind, TrackKind, TrackSource
 
 __all__ = ["ConnectOptions", "Session", "ShutdownCallback", "connect"]
 
@@ -67,8 +59,8 @@ ShutdownCallback = Callable[[], "Awaitable[object] | object"]
 """A callable run once when a session ends; it may be sync or async."""
 
 _DISCONNECT_TIMEOUT_S = 5.0
+_SHUTDOWN_TIMEOUT_S = 5.0
 _E = TypeVar("_E", bound=Event)
-_ATEXIT_GRACE_S = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +74,9 @@ class ConnectOptions:
             [`ConnectTimeout`][lkkit.ConnectTimeout]; bounded so a dead server
             never hangs the caller.
         disconnect_timeout: seconds leaving may take before lkkit gives up waiting.
+        shutdown_timeout: seconds the shutdown callbacks and the async event handlers
+            still finishing get together when the session ends; then they are
+            cancelled.
         e2ee_key: a shared key for end-to-end encryption of media (AES-GCM, keys
             derived by the SDK); every participant must use the same key. `None`
             (the default) sends media encrypted only in transport (DTLS-SRTP).
@@ -91,6 +86,7 @@ class ConnectOptions:
     dynacast: bool = False
     connect_timeout: float = 15.0
     disconnect_timeout: float = _DISCONNECT_TIMEOUT_S
+    shutdown_timeout: float = _SHUTDOWN_TIMEOUT_S
     e2ee_key: bytes | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
@@ -100,6 +96,8 @@ class ConnectOptions:
             raise ConfigurationError(
                 f"disconnect_timeout must be > 0, got {self.disconnect_timeout}"
             )
+        if not self.shutdown_timeout > 0:
+            raise ConfigurationError(f"shutdown_timeout must be > 0, got {self.shutdown_timeout}")
         if self.e2ee_key is not None and (
             not isinstance(self.e2ee_key, bytes) or not self.e2ee_key
         ):
@@ -120,13 +118,6 @@ class ConnectOptions:
         )
 
 
-class _State(enum.Enum):
-    NEW = "new"
-    CONNECTING = "connecting"
-    CONNECTED = "connected"
-    CLOSED = "closed"
-
-
 def _check_url(url: str) -> None:
     parsed = urllib.parse.urlparse(url)
     if parsed.scheme not in ("ws", "wss", "http", "https") or not parsed.hostname:
@@ -135,17 +126,14 @@ def _check_url(url: str) -> None:
         )
 
 
-# Sessions whose room lkkit owns and that are still connected, for the atexit hook.
-_open_sessions: weakref.WeakSet[Session] = weakref.WeakSet()
-
-
 class Session:
     """A connected participant in a room.
 
     Create one with [`lkkit.connect`][lkkit.connect] (lkkit owns the connection) or
     [`Session.attach`][lkkit.Session.attach] (someone else does). Use it as an
-    `async with` block; [`aclose`][lkkit.Session.aclose] ends it explicitly.
-    Only the asyncio backend is supported: the SDK is bound to asyncio.
+    `async with` block, or `session = await lkkit.connect(...)` and
+    [`aclose`][lkkit.Session.aclose] it. Only the asyncio backend is supported: the
+    SDK is bound to asyncio.
     """
 
     def __init__(
@@ -159,21 +147,22 @@ class Session:
         self._url = url
         self._token = token
         self._options = options or ConnectOptions()
-        self._room: rtc.Room | None = _room
-        self._owns_room = _room is None
-        self._state = _State.NEW
+        self._disconnect_reason: DisconnectReason | None = None
+        # The core comes first: the event bus is bound to the room before connect, so
+        # events of the join itself are not lost, and every capability gets the core.
+        self._core = SessionCore(lambda: self._disconnect_reason)
+        self._core.owns_room = _room is None
+        self._given_room = _room
         self._room_sid = ""
         self._shutdown_callbacks: list[ShutdownCallback] = []
-        self._shutdown_done = False
-        self._disconnect_reason: DisconnectReason | None = None
+        self._callbacks_started = False
         self._ended = asyncio.Event()
-        self._close_hooks: list[Callable[[], None]] = []
-        self._background: set[asyncio.Task[None]] = set()
+        self._closer: asyncio.Task[None] | None = None
+        self._closing_task: asyncio.Task[Any] | None = None
+        self._joining: asyncio.Task[None] | None = None
+        self._awaited = False
+        self._entered = False
         self._stop_watching: Callable[[], None] = lambda: None
-        # Bound to the room before connect, so events of the join itself are not lost.
-        self._bus = EventBus()
-        # Subscriptions end when the session ends, after its Disconnected event.
-        self._on_close(lambda: self._bus.close(self._disconnect_reason))
         self._data: DataChannel | None = None
         self._audio: SessionAudio | None = None
 
@@ -185,7 +174,8 @@ class Session:
 
         Leaving the `async with` block (or `aclose`) runs the shutdown callbacks and
         ends lkkit's subscriptions, but leaves the room connected: whoever connected
-        it (an agent framework, say) disconnects it.
+        it (an agent framework, say) disconnects it. Several sessions may attach to
+        one room; each ends on its own.
 
         Raises:
             NotConnected: the room is not connected.
@@ -197,30 +187,27 @@ class Session:
     # -- state ---------------------------------------------------------------------------
 
     @property
+    def options(self) -> ConnectOptions:
+        """The options this session was made with."""
+        return self._options
+
+    @property
     def room(self) -> rtc.Room:
         """The SDK room behind this session, for what lkkit does not wrap.
 
         Raises:
             NotConnected: the session has not connected yet.
         """
-        if self._room is None:
-            raise NotConnected("the session has not connected yet")
-        return self._room
+        return self._core.room
 
     @property
     def is_connected(self) -> bool:
         """Whether the session is connected (or reconnecting) right now."""
-        return (
-            self._state is _State.CONNECTED
-            and self._room is not None
-            and self.connection_state is not ConnectionState.DISCONNECTED
-        )
+        return self._core.is_connected
 
     @property
     def connection_state(self) -> ConnectionState:
-        if self._room is None or (self._state is _State.CLOSED and self._owns_room):
-            return ConnectionState.DISCONNECTED
-        return connection_state_from_sdk(self._room.connection_state)
+        return self._core.connection_state
 
     @property
     def disconnect_reason(self) -> DisconnectReason | None:
@@ -234,7 +221,7 @@ class Session:
     @property
     def room_sid(self) -> str:
         """The room's server id (`RM_...`), known once the session is connected."""
-        return self._room_sid or self.room._info.sid
+        return self._room_sid or room_sid_now(self.room)
 
     @property
     def room_metadata(self) -> str:
@@ -256,12 +243,7 @@ class Session:
 
     def require_connected(self) -> rtc.Room:
         """The SDK room, or [`NotConnected`][lkkit.NotConnected] when not connected."""
-        if not self.is_connected:
-            raise NotConnected(
-                f"the session is {self.connection_state.value}"
-                + (f" ({self._disconnect_reason.value})" if self._disconnect_reason else "")
-            )
-        return self.room
+        return self._core.require_connected()
 
     # -- capabilities ------------------------------------------------------------------
 
@@ -269,18 +251,14 @@ class Session:
     def data(self) -> DataChannel:
         """Data messages: send any size, receive by topic (see the data page)."""
         if self._data is None:
-            from ._data import DataChannel
-
-            self._data = DataChannel(self)
+            self._data = DataChannel(self._core)
         return self._data
 
     @property
     def audio(self) -> SessionAudio:
         """Audio: publish fixed frames through a 50 ms buffer, receive as numpy."""
         if self._audio is None:
-            from ._audio import SessionAudio
-
-            self._audio = SessionAudio(self)
+            self._audio = SessionAudio(self._core)
         return self._audio
 
     # -- events --------------------------------------------------------------------------
@@ -349,59 +327,146 @@ class Session:
                 filter together with room-only event types.
             SessionStateError: the session has already ended.
         """
-        return self._bus.subscribe(tuple(types), participant, buffer=buffer, overflow=overflow)
+        return self._core.bus.subscribe(tuple(types), participant, buffer=buffer, overflow=overflow)
 
     @overload
     def on(
         self,
-        handler: Callable[[Event], HandlerResult],
-        /,
-        *,
-        participant: str | Participant | None = None,
-        buffer: int = DEFAULT_BUFFER,
-    ) -> EventHandler: ...
-
-    @overload
-    def on(
-        self,
+        *types: type[_E],
         handler: Callable[[_E], HandlerResult],
-        event_type: type[_E],
-        /,
-        *more_types: type[_E],
         participant: str | Participant | None = None,
         buffer: int = DEFAULT_BUFFER,
     ) -> EventHandler: ...
 
+    @overload
     def on(
         self,
-        handler: Callable[[Any], HandlerResult],
-        /,
-        *types: type[Any],
+        *types: type[_E],
         participant: str | Participant | None = None,
         buffer: int = DEFAULT_BUFFER,
-    ) -> EventHandler:
-        """Call `handler(event)` for each event of `types` (all when none are given).
+    ) -> Callable[[Callable[[_E], HandlerResult]], EventHandler]: ...
+
+    def on(
+        self,
+        *types: type[Any],
+        handler: Callable[[Any], HandlerResult] | None = None,
+        participant: str | Participant | None = None,
+        buffer: int = DEFAULT_BUFFER,
+    ) -> EventHandler | Callable[[Callable[[Any], HandlerResult]], EventHandler]:
+        """Call a handler for each event of `types` (all when none are given).
+
+        The event types come first, as in [`events`][lkkit.Session.events]. As a
+        decorator, it returns the [`EventHandler`][lkkit.EventHandler]:
 
         ```python
-        handler = session.on(on_join, lkkit.ParticipantConnected)
+        @session.on(lkkit.ParticipantConnected)
+        async def greet(event: lkkit.ParticipantConnected) -> None:
+            await session.data.send(f"hi {event.participant.identity}")
+
         ...
-        handler.remove()
+        await greet.aclose()  # or let it end with the session
         ```
+
+        or with `handler=`: `session.on(lkkit.TrackMuted, handler=on_mute)`.
 
         A sync handler runs inside the SDK's event dispatch, so keep it short. An
         `async def` handler runs in a task owned by the session, one event at a time
         in order, fed from its own buffer of `buffer` events (the oldest is dropped
         and counted in `handler.dropped` when it falls behind); it finishes its
-        buffered events when the session ends, and is cancelled if it takes longer
-        than `options.disconnect_timeout`. A handler that raises is logged with the
+        buffered events when the session ends, and is cancelled if that takes longer
+        than `options.shutdown_timeout`. A handler that raises is logged with the
         event and counted (`handler.errors`); the others go on.
 
         Raises:
-            ConfigurationError: `handler` is not callable, an unknown event type,
+            ConfigurationError: `handler` is not a function, an unknown event type,
                 `buffer < 1`, or a participant filter with room-only event types.
             SessionStateError: the session has already ended.
         """
-        return self._bus.add_handler(handler, tuple(types), participant, buffer=buffer)
+        bus = self._core.bus
+        # Check the filter now, not when the decorator is applied.
+        bus._check_open()
+        if any(not isinstance(t, type) for t in types):
+            raise ConfigurationError(
+                "session.on takes event types first; pass the handler as handler=... "
+                "or use it as a decorator"
+            )
+        if handler is not None:
+            return bus.add_handler(handler, tuple(types), participant, buffer=buffer)
+
+        def register(function: Callable[[Any], HandlerResult]) -> EventHandler:
+            return bus.add_handler(function, tuple(types), participant, buffer=buffer)
+
+        return register
+
+    async def wait_for_participant(
+        self, identity: str | None = None, *, kind: ParticipantKind | None = None
+    ) -> RemoteParticipant:
+        """The first remote participant (with `identity`, of `kind`) in the room: one
+        already there, or the next to join.
+
+        Raises:
+            NotConnected: the session ended before one came.
+        """
+        if kind is not None and not isinstance(kind, ParticipantKind):
+            raise ConfigurationError(f"kind must be a ParticipantKind, got {kind!r}")
+
+        def wanted(participant: RemoteParticipant) -> bool:
+            return (identity is None or participant.identity == identity) and (
+                kind is None or participant.kind is kind
+            )
+
+        async with self.events(ParticipantConnected) as joins:
+            for participant in joins.snapshot.participants.values():
+                if wanted(participant):
+                    return participant
+            async for event in joins:
+                if wanted(event.participant):
+                    return event.participant
+        raise NotConnected("the session ended before the participant joined")
+
+    async def wait_for_track(
+        self,
+        participant: str | Participant,
+        *,
+        kind: TrackKind | None = None,
+        source: TrackSource | None = None,
+        subscribed: bool = True,
+    ) -> TrackPublication:
+        """A track of `participant` (of `kind`, from `source`): one it has, or the next
+        it publishes. With `subscribed` (the default) wait until this session
+        receives it too (needs auto-subscribe, or a manual subscription).
+
+        Raises:
+            NotConnected: the session ended, or the participant left, before that.
+        """
+        identity = participant if isinstance(participant, str) else participant.identity
+        if kind is not None and not isinstance(kind, TrackKind):
+            raise ConfigurationError(f"kind must be a TrackKind, got {kind!r}")
+        if source is not None and not isinstance(source, TrackSource):
+            raise ConfigurationError(f"source must be a TrackSource, got {source!r}")
+
+        def wanted(publication: TrackPublication) -> bool:
+            return (
+                (kind is None or publication.kind is kind)
+                and (source is None or publication.source is source)
+                and (not subscribed or publication.subscribed)
+            )
+
+        async with self.events(TrackPublished, TrackSubscribed, ParticipantDisconnected) as events:
+            for publication in events.snapshot.publications.get(identity, ()):
+                if wanted(publication):
+                    return publication
+            async for event in events:
+                if isinstance(event, ParticipantDisconnected):
+                    if event.participant.identity == identity:
+                        raise NotConnected(f"participant {identity!r} left before the track came")
+                elif (
+                    isinstance(event, TrackPublished | TrackSubscribed)
+                    and event.participant.identity == identity
+                    and wanted(event.publication)
+                ):
+                    return event.publication
+        raise NotConnected("the session ended before the track came")
 
     # -- shutdown callbacks --------------------------------------------------------------
 
@@ -409,25 +474,21 @@ class Session:
         """Run `callback` once when the session ends, whichever way it ends.
 
         It may be sync or async. Callbacks run in the order they were added; one
-        that raises is logged and does not stop the others.
+        that raises is logged and does not stop the others. Together with the async
+        event handlers still finishing, they get `options.shutdown_timeout` seconds,
+        then are cancelled.
+
+        Raises:
+            SessionStateError: the session has already ended.
         """
-        if self._shutdown_done:
+        if self._callbacks_started:
             raise SessionStateError("the session has already ended")
         self._shutdown_callbacks.append(callback)
 
-    def _on_close(self, hook: Callable[[], None]) -> None:
-        # Internal: parts of lkkit (event subscriptions, data, audio) end with the session.
-        self._close_hooks.append(hook)
-
     async def _run_shutdown_callbacks(self) -> None:
-        if self._shutdown_done:
+        if self._callbacks_started:
             return
-        self._shutdown_done = True
-        for hook in self._close_hooks:
-            try:
-                hook()
-            except Exception:
-                logger.exception("lkkit close hook %r failed", hook)
+        self._callbacks_started = True
         for callback in self._shutdown_callbacks:
             try:
                 result = callback()
@@ -438,8 +499,22 @@ class Session:
 
     # -- lifecycle -----------------------------------------------------------------------
 
-    async def __aenter__(self) -> Session:
+    def __await__(self) -> Generator[Any, None, Session]:
+        """`session = await lkkit.connect(...)`: open now, close with `aclose()`."""
+        return self._open_and_return().__await__()
+
+    async def _open_and_return(self) -> Session:
         await self._open()
+        self._awaited = True
+        return self
+
+    async def __aenter__(self) -> Session:
+        if self._entered:
+            raise SessionStateError("a session's `async with` block can be entered once")
+        self._entered = True
+        if not (self._awaited and self._core.state is SessionState.CONNECTED):
+            await self._open()
+        # else: `async with await lkkit.connect(...)`, opened by the await
         return self
 
     async def __aexit__(
@@ -451,47 +526,46 @@ class Session:
         await self.aclose()
 
     async def _open(self) -> None:
-        if self._state is not _State.NEW:
-            raise SessionStateError(f"a session can be opened once; it is {self._state.value}")
-        self._state = _State.CONNECTING
+        core = self._core
+        if core.state is not SessionState.NEW:
+            raise SessionStateError(f"a session can be opened once; it is {core.state.value}")
+        core.state = SessionState.CONNECTING
         try:
-            if self._owns_room:
-                await self._connect()
+            if core.owns_room:
+                room = await self._connect()
             else:
-                self._bus.bind(self.room)
-            room = self.room
-            self._stop_watching = self._bus.add_listener(self._watch_for_disconnect)
+                assert self._given_room is not None
+                room = self._given_room
+                core.bind(room)
+            self._stop_watching = core.bus.add_listener(self._watch_for_disconnect)
             self._room_sid = await self._wait_for_sid(room)
-        except BaseException:
-            self._state = _State.CLOSED
+        except BaseException as exc:
+            # Failed, timed out or cancelled: leave if the join went through, and end
+            # what was made before (subscriptions, handlers), so nothing waits forever.
+            with anyio.CancelScope(shield=True):
+                await self._close(leave=True, wait_for_join=not isinstance(exc, ConnectTimeout))
             raise
-        self._state = _State.CONNECTED
-        if self._owns_room:
-            _open_sessions.add(self)
+        core.state = SessionState.CONNECTED
 
-    async def _connect(self) -> None:
+    async def _connect(self) -> rtc.Room:
         _check_url(self._url)
         room = rtc.Room()
-        self._room = room
-        self._bus.bind(room)
+        self._core.bind(room)
+        # The native connect cannot be cancelled: cancelling `room.connect` only stops
+        # Python from waiting, and the join completes behind our back. So it runs in
+        # a task of its own, which a cancelled or timed-out open waits for (bounded)
+        # before it leaves.
+        joining = self._joining = self._core.spawn(self._native_connect(room), name="connect")
         deadline = self._options.connect_timeout
-        try:
-            with map_sdk_exceptions():
-                await asyncio.wait_for(
-                    room.connect(self._url, self._token, self._options._to_sdk()),
-                    timeout=deadline,
-                )
-        except asyncio.TimeoutError as exc:
-            await self._disconnect_room(room)
-            raise ConnectTimeout(f"joining {self._url} took longer than {deadline:g} s") from exc
-        except ConnectError:
-            await self._disconnect_room(room)
-            raise
-        except BaseException:
-            # Cancelled: the SDK cannot cancel an in-flight connect, but a connect
-            # that already finished must still be left.
-            await self._disconnect_room(room)
-            raise
+        with anyio.move_on_after(deadline) as scope:
+            await asyncio.shield(joining)
+        if scope.cancelled_caught and not joining.done():
+            raise ConnectTimeout(f"joining {self._url} took longer than {deadline:g} s")
+        return room
+
+    async def _native_connect(self, room: rtc.Room) -> None:
+        with map_sdk_exceptions():
+            await room.connect(self._url, self._token, self._options._to_sdk())
 
     async def _wait_for_sid(self, room: rtc.Room) -> str:
         try:
@@ -507,54 +581,126 @@ class Session:
             return
         if self._disconnect_reason is None:
             self._disconnect_reason = event.reason
-        _open_sessions.discard(self)
-        self._ended.set()
-        if self._state is _State.CONNECTED and not self._shutdown_done:
-            task = asyncio.get_running_loop().create_task(self._run_shutdown_callbacks())
-            self._background.add(task)
-            task.add_done_callback(self._background.discard)
+        if self._core.state is SessionState.CONNECTED:
+            self._core.state = SessionState.CLOSING
+            self._closer = self._core.spawn(self._close(leave=False), name="close")
 
-    async def _disconnect_room(self, room: rtc.Room) -> None:
-        with anyio.CancelScope(shield=True), anyio.move_on_after(self._options.disconnect_timeout):
-            try:
-                await room.disconnect()
-            except Exception:
-                logger.exception("disconnecting from the room failed")
-
-    async def aclose(self) -> None:
-        """Leave the room (when lkkit owns it) and run the shutdown callbacks. Idempotent.
-
-        Runs to completion even when the calling task is being cancelled.
-        """
-        if self._state is _State.CLOSED:
+    async def _leave(self, *, wait_for_join: bool = True) -> None:
+        core = self._core
+        room = core.room_or_none
+        if room is None or not core.owns_room:
             return
-        was_connected = self._state is _State.CONNECTED
-        self._state = _State.CLOSED
-        _open_sessions.discard(self)
         with anyio.CancelScope(shield=True):
-            if self._room is not None:
-                self._stop_watching()
-                if self._owns_room and was_connected:
-                    await self._disconnect_room(self._room)
+            joining = self._joining
+            if joining is not None and not joining.done():
+                # Cancelled or timed out mid-join. The native join cannot be cancelled:
+                # it lands, or its own attempts time out. Cancelling the SDK's connect
+                # would leave a landed join behind (and the native layer, never told
+                # that Python is ready for the room's events, aborts the process). So
+                # a cancelled open waits for the join (bounded), then leaves; after
+                # lkkit's own connect timeout (the server did not answer in time) it
+                # does not wait. Either way a join that lands later is left at once.
+                if wait_for_join:
+                    with anyio.move_on_after(self._options.disconnect_timeout):
+                        await asyncio.wait([joining])
+                if not joining.done():
+                    core.tasks.disown(joining)
+                    joining.add_done_callback(_leave_if_joined(room))
+                    return
+            with anyio.move_on_after(self._options.disconnect_timeout):
+                if room_was_connected(room) and room.isconnected():
+                    try:
+                        await room.disconnect()
+                    except Exception:
+                        logger.exception("disconnecting from the room failed")
                     if self._disconnect_reason is None:
                         self._disconnect_reason = DisconnectReason.CLIENT_INITIATED
-            for task in list(self._background):
-                await task
-            # The close hooks it runs end the bus (after its Disconnected event).
-            await self._run_shutdown_callbacks()
-            await self._bus.wait_handlers(self._options.disconnect_timeout)
+
+    async def aclose(self) -> None:
+        """End the session: leave the room (when lkkit owns it), end every
+        subscription, run the shutdown callbacks. Idempotent.
+
+        - Leaving is shielded from cancellation and bounded by
+          `options.disconnect_timeout`: the server always learns that we left.
+        - Shutdown callbacks and async handlers still finishing get
+          `options.shutdown_timeout` seconds together, then are cancelled.
+        - When aclose starts inside a cancelled scope (an `async with` block left by
+          cancellation), the callbacks still run, bounded as above. A cancellation
+          that arrives *while* aclose waits for them cuts the wait short: they are
+          cancelled and the cancellation propagates.
+        - Called from a shutdown callback or an async event handler of this session
+          (an agent that leaves when the user leaves), it starts the close and
+          returns without waiting for its own task.
+
+        Once it returns, no task of this session is left.
+        """
+        core = self._core
+        current = asyncio.current_task()
+        if core.state is SessionState.CLOSED:
+            return
+        if core.state is SessionState.CLOSING:
+            if core.tasks.owns(current) or current is self._closing_task:
+                return  # a callback or handler of the close in progress
+            closer = self._closer
+            if closer is not None and closer is not current:
+                await asyncio.shield(closer)
+            else:
+                await self._ended.wait()
+            return
+        if core.state is SessionState.NEW:
+            core.state = SessionState.CLOSED
+            core.run_close_hooks()
             self._ended.set()
+            return
+        if core.tasks.owns(current):
+            # From a handler or callback of ours: close in a task of its own, so the
+            # close never waits for the task that asked for it.
+            core.state = SessionState.CLOSING
+            self._closer = core.spawn(self._close(leave=True), name="close")
+            return
+        await self._close(leave=True)
+
+    async def _close(self, *, leave: bool, wait_for_join: bool = True) -> None:
+        core = self._core
+        core.state = SessionState.CLOSING
+        self._closing_task = asyncio.current_task()
+        already_cancelled = anyio.current_effective_deadline() == -math.inf
+        try:
+            self._stop_watching()
+            if leave:
+                await self._leave(wait_for_join=wait_for_join)
+            # Ends every subscription (after the final Disconnected) and every part.
+            core.run_close_hooks()
+            with (
+                anyio.CancelScope(shield=already_cancelled),
+                anyio.move_on_after(self._options.shutdown_timeout) as scope,
+            ):
+                await self._run_shutdown_callbacks()
+                await core.tasks.wait(timeout=math.inf)
+            if scope.cancelled_caught:
+                logger.warning(
+                    "lkkit session: shutdown callbacks or event handlers still running at "
+                    "session end after %g s; cancelling them",
+                    self._options.shutdown_timeout,
+                )
+        finally:
+            with anyio.CancelScope(shield=True):
+                core.run_close_hooks()
+                await core.tasks.aclose()
+                core.state = SessionState.CLOSED
+                self._ended.set()
 
     async def wait_closed(self) -> DisconnectReason | None:
         """Wait until the session has ended; return why it was disconnected."""
-        if self._state is _State.NEW:
+        if self._core.state is SessionState.NEW:
             raise SessionStateError("the session was never opened")
         await self._ended.wait()
         return self._disconnect_reason
 
     def __repr__(self) -> str:
-        room = self._room.name if self._room is not None else "-"
-        return f"<Session room={room!r} state={self._state.value}>"
+        room = self._core.room_or_none
+        name = room.name if room is not None else "-"
+        return f"<Session room={name!r} state={self._core.state.value}>"
 
 
 def connect(url: str, token: str, options: ConnectOptions | None = None) -> Session:
@@ -573,25 +719,15 @@ def connect(url: str, token: str, options: ConnectOptions | None = None) -> Sess
     return Session(url, token, options)
 
 
-def _disconnect_at_exit() -> None:
-    # The event loop is usually gone by now, so ask the native layer directly and give
-    # it a moment to send the leave to the server.
-    sent = False
-    for session in list(_open_sessions):
-        room = session._room
-        handle = getattr(room, "_ffi_handle", None)
-        if handle is None:
-            continue
-        req = proto_ffi.FfiRequest()
-        req.disconnect.room_handle = handle.handle
-        req.disconnect.reason = rtc.DisconnectReason.CLIENT_INITIATED
-        try:
-            FfiClient.instance.request(req)
-            sent = True
-        except Exception:  # the interpreter is exiting: nothing better to do
-            logger.debug("disconnect at exit failed", exc_info=True)
-    if sent:
-        time.sleep(_ATEXIT_GRACE_S)
+def _leave_if_joined(room: rtc.Room) -> Callable[[asyncio.Task[None]], None]:
+    # For a join abandoned before it landed (Session._leave): when it lands, leave. The
+    # session is over by then, so this one short task has no session to belong to.
+    def leave(joining: asyncio.Task[None]) -> None:
+        if not joining.cancelled() and joining.exception() is None and room.isconnected():
+            _late_leaves.add(task := asyncio.get_running_loop().create_task(room.disconnect()))
+            task.add_done_callback(_late_leaves.discard)
+
+    return leave
 
 
-atexit.register(_disconnect_at_exit)
+_late_leaves: set[asyncio.Task[None]] = set()
