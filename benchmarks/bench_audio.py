@@ -24,7 +24,7 @@ from livekit import rtc
 
 import lkkit
 from lkkit._audio import AudioPublisher
-from lkkit._audio_sources import sine_tone
+from lkkit._audio._sources import sine_tone
 from lkkit.testing import LocalLiveKitServer
 
 from ._harness import Comparison, report, room_name, token

@@ -138,8 +138,8 @@ async def _lkkit_echo(server: LocalLiveKitServer) -> tuple[Transfer, Close]:
         echo_task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await echo_task
-        pings.close()
-        replies.close()
+        await pings.aclose()
+        await replies.aclose()
         await a.aclose()
         await b.aclose()
 
@@ -192,7 +192,7 @@ async def _lkkit_setup(server: LocalLiveKitServer) -> tuple[Transfer, Close]:
         return message.payload
 
     async def close() -> None:
-        messages.close()
+        await messages.aclose()
         await a.aclose()
         await b.aclose()
 

@@ -9,8 +9,7 @@ import anyio
 from livekit import rtc
 
 import lkkit
-from lkkit._data_subscription import DataSubscription
-from lkkit._data_types import DataMessage
+from lkkit._data import DataMessage, DataSubscription
 from lkkit.testing import LiveKitRoom
 
 WAIT = 60.0  # generous guard on every wait; never a performance assertion

@@ -100,8 +100,8 @@ async def test_mute_and_send_data(livekit_room: LiveKitRoom) -> None:
             livekit_room.name,
             b"only alice",
             topic="direct",
-            destination_identities=["alice"],
-            reliability=lkkit.DataReliability.LOSSY,
+            to=["alice"],
+            reliable=False,
         )
         with anyio.fail_after(WAIT_S):
             got = await data.__anext__()
@@ -148,7 +148,12 @@ async def test_bad_input_is_refused_before_sending() -> None:
             await admin.remove_participant("r", "")
         with pytest.raises(lkkit.DataTooLarge):
             await admin.send_data("r", b"x" * 15_361)
-        with pytest.raises(lkkit.ConfigurationError):
-            await admin.send_data("r", "text")  # type: ignore[arg-type]
-        with pytest.raises(lkkit.ConfigurationError):
-            await admin.send_data("r", b"x", destination_identities="alice")
+        # The same checks and errors as session.data.send.
+        with pytest.raises(lkkit.InvalidDataArgument):
+            await admin.send_data("r", 42)  # type: ignore[arg-type]
+        with pytest.raises(lkkit.InvalidDataArgument):
+            await admin.send_data("r", b"x", to="alice")
+        with pytest.raises(lkkit.InvalidDataArgument):
+            await admin.send_data("r", b"x", to=[])  # empty: refused, as in sessions
+        with pytest.raises(lkkit.InvalidDataArgument):
+            await admin.send_data("r", b"x", topic=7)  # type: ignore[arg-type]

@@ -16,9 +16,8 @@ import pytest
 from livekit import rtc
 
 import lkkit
-from lkkit._audio import AudioChunk, AudioPublisher, AudioStream
-from lkkit._audio_options import AudioOptions
-from lkkit._audio_sources import iter_chunks, sine_tone
+from lkkit._audio import AudioChunk, AudioOptions, AudioPublisher, AudioStream
+from lkkit._audio._sources import iter_chunks, sine_tone
 from lkkit._events import ParticipantDisconnected, TrackUnpublished, TrackUnsubscribed
 from lkkit._exceptions import TrackNotSubscribed
 from lkkit.testing import LiveKitRoom
@@ -56,8 +55,9 @@ class Collector:
         self.ended = anyio.Event()
 
     async def run(self) -> None:
-        async for chunk in self.stream:
-            self.chunks.append(chunk)
+        async with self.stream as chunks:
+            async for chunk in chunks:
+                self.chunks.append(chunk)
         self.ended.set()
 
     def samples(self) -> npt.NDArray[np.int16]:
@@ -197,14 +197,20 @@ async def test_stereo_is_published_and_received_as_two_channels(
     audio = np.concatenate([c.samples for c in collector.chunks])
     loud = np.flatnonzero(np.abs(audio[:, 0]) > 1000)
     audio = audio[loud[0] + 4800 : loud[-1] - 4800]
-    # Both tones arrive. The SDK (1.2.1) negotiates mono Opus, so the wire carries the
-    # downmix and both received channels hold it (the raw SDK does the same; see the
-    # audio docs page): each channel has both tones at similar strength.
-    for channel in (0, 1):
-        p440 = band_power(audio[:, channel], 440.0)
-        p1000 = band_power(audio[:, channel], 1000.0)
-        assert 0.5 < p440 / p1000 < 2.0
-    assert np.abs(audio[:, 0].astype(np.int32) - audio[:, 1]).max() < 200
+    # Both tones arrive. The SDK (1.2.1) usually negotiates mono Opus, so the wire
+    # carries the downmix and both received channels hold it (the raw SDK does the same;
+    # see the audio docs page): each channel has both tones at similar strength. Once
+    # in a full run the channels arrived apart instead (440 Hz left, 1000 Hz right):
+    # true stereo, also correct. Anything else fails.
+    ratios = [
+        band_power(audio[:, channel], 440.0) / band_power(audio[:, channel], 1000.0)
+        for channel in (0, 1)
+    ]
+    downmixed = all(0.5 < ratio < 2.0 for ratio in ratios) and (
+        np.abs(audio[:, 0].astype(np.int32) - audio[:, 1]).max() < 200
+    )
+    apart = ratios[0] > 20 and ratios[1] < 1 / 20
+    assert downmixed or apart, ratios
 
 
 async def test_input_at_another_rate_is_resampled(livekit_room: LiveKitRoom) -> None:
@@ -473,11 +479,11 @@ async def test_each_end_event_alone_ends_the_stream(livekit_room: LiveKitRoom, e
         tg.start_soon(collector.run)
         await collector.wait_for_sound()
         if event == "TrackUnpublished":
-            bob._bus.publish(TrackUnpublished(peer, publication))
+            bob._core.bus.publish(TrackUnpublished(peer, publication))
         elif event == "TrackUnsubscribed":
-            bob._bus.publish(TrackUnsubscribed(peer, publication))
+            bob._core.bus.publish(TrackUnsubscribed(peer, publication))
         else:
-            bob._bus.publish(ParticipantDisconnected(peer, lkkit.DisconnectReason.UNKNOWN))
+            bob._core.bus.publish(ParticipantDisconnected(peer, lkkit.DisconnectReason.UNKNOWN))
         await ended_within(collector, 2)
         received = len(collector.chunks)
         await anyio.sleep(0.2)  # the track still sounds; nothing more is delivered
@@ -486,7 +492,7 @@ async def test_each_end_event_alone_ends_the_stream(livekit_room: LiveKitRoom, e
         other = Collector(bob.audio.stream(publication))
         tg.start_soon(other.run)
         await other.wait_for_sound()
-        bob._bus.publish(
+        bob._core.bus.publish(
             ParticipantDisconnected(await remote(alice, "bob"), lkkit.DisconnectReason.UNKNOWN)
         )
         await anyio.sleep(0.1)
@@ -495,7 +501,7 @@ async def test_each_end_event_alone_ends_the_stream(livekit_room: LiveKitRoom, e
         tg.cancel_scope.cancel()
 
 
-async def test_stream_not_yet_iterated_ends_when_its_track_goes(livekit_room: LiveKitRoom) -> None:
+async def test_stream_not_yet_entered_ends_when_its_track_goes(livekit_room: LiveKitRoom) -> None:
     alice = await livekit_room.join("alice")
     bob = await livekit_room.join("bob")
     async with alice.audio.publish("voice") as pub:
@@ -503,13 +509,14 @@ async def test_stream_not_yet_iterated_ends_when_its_track_goes(livekit_room: Li
         peer, publication = await subscribed_publication(bob, "alice")
         from_peer = bob.audio.stream(peer)
         from_publication = bob.audio.stream(publication)
-    # Unpublished before the first __anext__: iteration ends at once.
+    # Unpublished before it was entered: iteration ends at once.
     with anyio.fail_after(10):
         while not (from_peer.ended and from_publication.ended):
             await asyncio.sleep(0.01)
     with anyio.fail_after(1):
-        assert [c async for c in from_peer] == []
-        assert [c async for c in from_publication] == []
+        async with from_peer, from_publication:
+            assert [c async for c in from_peer] == []
+            assert [c async for c in from_publication] == []
 
 
 async def test_stream_waiting_for_a_track_ends_when_the_participant_or_session_goes(
@@ -619,7 +626,7 @@ async def test_publisher_is_entered_once_and_writes_need_the_block(
 async def test_shared_ffi_subscriptions_are_released_with_the_last_user(
     livekit_room: LiveKitRoom,
 ) -> None:
-    from lkkit._audio_ffi import capture_router, stream_router
+    from lkkit._audio._ffi import capture_router, stream_router
 
     loop = asyncio.get_running_loop()
     alice = await livekit_room.join("alice")
@@ -636,9 +643,9 @@ async def test_shared_ffi_subscriptions_are_released_with_the_last_user(
             collector = Collector(stream)
             tg.start_soon(collector.run)
             await collector.wait_for_sound()
-            assert captures._subscription._queue is not None
-            assert streams._subscription._queue is not None
+            assert captures._subscription._unsubscribe is not None
+            assert streams._subscription._unsubscribe is not None
             await stream.aclose()
             tg.cancel_scope.cancel()
-        assert streams._subscription._queue is None  # the last stream closed
-    assert captures._subscription._queue is None  # the last publisher closed
+        assert streams._subscription._unsubscribe is None  # the last stream closed
+    assert captures._subscription._unsubscribe is None  # the last publisher closed

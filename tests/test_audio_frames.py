@@ -12,9 +12,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import lkkit
-from lkkit._audio_frames import AudioFormat, FrameSplitter, check_duration_ms, to_int16
-from lkkit._audio_options import AudioOptions
-from lkkit._audio_sources import read_wav, silence, sine_tone, write_wav
+from lkkit._audio import AudioOptions
+from lkkit._audio._frames import AudioFormat, FrameSplitter, check_duration_ms, to_int16
+from lkkit._audio._sources import read_wav, silence, sine_tone, write_wav
 
 
 def test_int16_passes_through_as_an_interleaved_copy() -> None:

@@ -19,14 +19,14 @@ from livekit import rtc
 import lkkit
 from data_helpers import WAIT, receive, wait_ready
 from lkkit._chunking import MAX_PACKET_BYTES
-from lkkit._data_subscription import DataSubscription
-from lkkit._data_types import (
+from lkkit._data import (
     DataDropped,
     DataDropReason,
     DataKind,
     DataMessage,
     DataOptions,
     DataSent,
+    DataSubscription,
 )
 from lkkit._events import Reconnected
 from lkkit._exceptions import InvalidDataArgument
@@ -104,7 +104,7 @@ async def test_str_payload_is_sent_as_utf8(livekit_room: LiveKitRoom) -> None:
             message = await receive(messages)
         assert message.payload == "héllo ✓".encode()
         assert message.text == "héllo ✓"
-        assert not message.from_server
+        assert message.origin is lkkit.DataOrigin.PARTICIPANT
 
 
 async def test_bytearray_and_memoryview_payloads_are_snapshots(livekit_room: LiveKitRoom) -> None:
@@ -467,9 +467,9 @@ async def test_bad_subscription_arguments(livekit_room: LiveKitRoom) -> None:
         with pytest.raises(InvalidDataArgument):
             alice.data.messages(bad)  # type: ignore[arg-type]
     with pytest.raises(InvalidDataArgument):
-        alice.data.messages(max_buffered=0)
+        alice.data.messages(buffer=0)
     with pytest.raises(InvalidDataArgument):
-        alice.data.drops(max_buffered=-1)
+        alice.data.drops(buffer=-1)
     subscription = alice.data.messages()
     with pytest.raises(lkkit.SessionStateError):
         subscription.receive_nowait()
@@ -515,7 +515,7 @@ async def test_send_when_not_connected(livekit_room: LiveKitRoom) -> None:
 async def test_slow_subscriber_drops_are_reported(livekit_room: LiveKitRoom) -> None:
     async with pair(livekit_room) as (alice, bob):
         async with (
-            bob.data.messages("s", max_buffered=2) as slow,
+            bob.data.messages("s", buffer=2) as slow,
             bob.data.messages("s") as fast,
             bob.data.drops() as drops,
         ):
@@ -526,10 +526,30 @@ async def test_slow_subscriber_drops_are_reported(livekit_room: LiveKitRoom) -> 
                 reports: list[DataDropped] = [await drops.receive() for _ in range(3)]
             got_slow = [slow.receive_nowait(), slow.receive_nowait()]
         assert [m.payload[:4] for m in got_fast] == [i.to_bytes(4, "big") for i in range(5)]
-        assert [m.payload for m in got_slow] == [m.payload for m in got_fast[:2]]
+        # The full subscription keeps the newest and drops the oldest (DROP_OLDEST).
+        assert [m.payload for m in got_slow] == [m.payload for m in got_fast[3:]]
+        assert slow.dropped == 3
         assert {d.reason for d in reports} == {DataDropReason.SUBSCRIBER_FULL}
         assert all(d.sender == "alice" and d.topic == "s" for d in reports)
+        assert [d.bytes_dropped for d in reports] == [len(m.payload) for m in got_fast[:3]]
         assert bob.data.stats.dropped[DataDropReason.SUBSCRIBER_FULL] == 3
+
+
+async def test_a_failing_subscription_ends_after_what_it_had(livekit_room: LiveKitRoom) -> None:
+    async with (
+        pair(livekit_room) as (alice, bob),
+        bob.data.messages("s", buffer=2, overflow=lkkit.OverflowPolicy.FAIL) as strict,
+    ):
+        for i in range(3):
+            await alice.data.send(_numbered(i, 10), topic="s")
+        with anyio.fail_after(WAIT):
+            while not strict.ended:  # the third message overflows it: nothing is read yet
+                await anyio.sleep(0.01)
+            first = await strict.receive()
+            second = await strict.receive()
+            with pytest.raises(lkkit.SubscriptionOverflow):
+                await strict.receive()
+    assert [first.payload[:4], second.payload[:4]] == [i.to_bytes(4, "big") for i in range(2)]
 
 
 def test_sent_value() -> None:

@@ -15,7 +15,7 @@ from livekit import api, rtc
 import lkkit
 from data_helpers import WAIT, raw_peer, receive, wait_raw_to_lkkit, wait_ready
 from lkkit._chunking import MAGIC, MAX_PACKET_BYTES, Complete, Reassembler, Stored
-from lkkit._data_types import DataKind
+from lkkit._data import DataKind
 from lkkit.testing import LiveKitRoom
 
 pytestmark = pytest.mark.anyio
@@ -299,5 +299,5 @@ async def test_data_from_the_server_api_has_no_sender(livekit_room: LiveKitRoom)
     assert message.payload == b"from the server"
     assert message.sender is None
     assert message.participant is None
-    assert message.from_server
+    assert message.origin is lkkit.DataOrigin.UNKNOWN
     assert message.kind is DataKind.PACKET

@@ -19,8 +19,7 @@ from livekit import rtc
 import lkkit
 from data_helpers import WAIT, raw_peer, receive, wait_raw_to_lkkit, wait_ready
 from lkkit._chunking import encode_message
-from lkkit._data_subscription import DataSubscription
-from lkkit._data_types import DataDropped, DataDropReason, DataKind, DataOptions
+from lkkit._data import DataDropped, DataDropReason, DataKind, DataOptions, DataSubscription
 from lkkit._events import DataReceived
 from lkkit._exceptions import DataSendIncomplete, PublishError
 from lkkit.testing import LiveKitRoom
@@ -147,8 +146,8 @@ async def test_malformed_chunks_are_dropped_and_reported(livekit_room: LiveKitRo
     assert stats.pending_messages == 0
     assert stats.pending_bytes == 0
     assert stats.dropped == {reason: counts.get(reason, 0) for reason in DataDropReason}
-    assert not bob.data._pending_topics
-    assert not bob.data._late_senders
+    assert not bob.data._packets._pending_topics
+    assert not bob.data._packets._late_senders
 
 
 async def test_flood_of_incomplete_messages_stays_bounded(livekit_room: LiveKitRoom) -> None:
@@ -178,7 +177,7 @@ async def test_flood_of_incomplete_messages_stays_bounded(livekit_room: LiveKitR
         async with bob.data.messages("flood") as messages:
             await raw.local_participant.publish_data(b"still alive", topic="flood")
             assert (await receive(messages)).payload == b"still alive"
-    assert not bob.data._pending_topics
+    assert not bob.data._packets._pending_topics
 
 
 async def test_chunks_whose_sender_becomes_known_mid_message(livekit_room: LiveKitRoom) -> None:
@@ -202,7 +201,7 @@ async def test_chunks_whose_sender_becomes_known_mid_message(livekit_room: LiveK
     assert message.kind is DataKind.CHUNKED
     assert duplicate.reason is DataDropReason.DUPLICATE
     assert duplicate.sender == "alice"
-    assert not bob.data._late_senders
+    assert not bob.data._packets._late_senders
     with pytest.raises(lkkit.SessionStateError):
         bob.data.configure(DataOptions())  # `other` is still incomplete
 

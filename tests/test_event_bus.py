@@ -14,7 +14,7 @@ import anyio.lowlevel
 import pytest
 
 import lkkit
-from lkkit._event_bus import EventSubscription, OverflowPolicy
+from lkkit._event_bus import EventSubscription
 from lkkit._events import (
     DataReceived,
     Disconnected,
@@ -22,7 +22,8 @@ from lkkit._events import (
     ParticipantConnected,
     TrackPublished,
 )
-from lkkit._exceptions import EventOverflow
+from lkkit._exceptions import SubscriptionOverflow
+from lkkit._subscription import OverflowPolicy
 from lkkit.testing import LiveKitRoom
 
 pytestmark = pytest.mark.anyio
@@ -62,7 +63,7 @@ async def test_a_full_subscriber_drops_its_oldest_and_blocks_nobody(
 ) -> None:
     alice, bob = await pair(livekit_room)
     seen_by_handler: list[bytes] = []
-    handler = alice.on(lambda e: seen_by_handler.append(e.payload), DataReceived)
+    handler = alice.on(DataReceived, handler=lambda e: seen_by_handler.append(e.payload))
     async with alice.events(DataReceived, buffer=4) as slow, alice.events(DataReceived) as fast:
         payloads = await send(bob, 40)
         got = await take(fast, 40)
@@ -73,7 +74,7 @@ async def test_a_full_subscriber_drops_its_oldest_and_blocks_nobody(
         assert [e.payload for e in await take(slow, 4)] == payloads[-4:]
     assert handler.errors == 0
     assert handler.active
-    handler.remove()
+    await handler.aclose()
     assert not handler.active
 
 
@@ -88,7 +89,7 @@ async def test_fail_policy_ends_only_that_subscriber(
         payloads = await send(bob, 10)
         assert [e.payload for e in await take(other, 10)] == payloads
         got: list[bytes] = []
-        with pytest.raises(EventOverflow), anyio.fail_after(WAIT_S):
+        with pytest.raises(SubscriptionOverflow), anyio.fail_after(WAIT_S):
             async for event in strict:
                 got.append(event.payload)
         assert got == payloads[:3]  # everything before the overflow, then the error
@@ -116,11 +117,11 @@ async def test_a_raising_handler_is_reported_and_the_bus_goes_on(
         await anyio.lowlevel.checkpoint()
         async_good.append(event.payload)
 
-    errors_before = alice._bus.handler_errors
-    bad_handle = alice.on(bad, DataReceived)
-    async_bad_handle = alice.on(async_bad, DataReceived)
-    alice.on(lambda e: good.append(e.payload), DataReceived)
-    alice.on(async_ok, DataReceived)
+    errors_before = alice._core.bus.handler_errors
+    bad_handle = alice.on(DataReceived, handler=bad)
+    async_bad_handle = alice.on(DataReceived, handler=async_bad)
+    alice.on(DataReceived, handler=lambda e: good.append(e.payload))
+    alice.on(DataReceived, handler=async_ok)
     async with alice.events(DataReceived) as events:
         with caplog.at_level(logging.ERROR, logger="lkkit"):
             payloads = await send(bob, 5)
@@ -132,7 +133,7 @@ async def test_a_raising_handler_is_reported_and_the_bus_goes_on(
     assert async_good == payloads
     assert bad_handle.errors == 5
     assert async_bad_handle.errors == 5
-    assert alice._bus.handler_errors - errors_before == 10
+    assert alice._core.bus.handler_errors - errors_before == 10
     messages = [r for r in caplog.records if "raised on DataReceived" in r.getMessage()]
     assert len(messages) == 10
     assert {str(r.exc_info[1]) for r in messages if r.exc_info} == {"sync boom", "async boom"}
@@ -148,7 +149,7 @@ async def test_iteration_and_handlers_end_when_the_session_ends(
     async def record(event: Event) -> None:
         handled.append(type(event).__name__)
 
-    handler = alice.on(record)
+    handler = alice.on(handler=record)
 
     async def read(events: EventSubscription[Any]) -> None:
         ended.append([type(e).__name__ async for e in events])
@@ -173,7 +174,7 @@ async def test_iteration_and_handlers_end_when_the_session_ends(
     with pytest.raises(lkkit.SessionStateError):
         alice.events()
     with pytest.raises(lkkit.SessionStateError):
-        alice.on(print)
+        alice.on(handler=print)
 
 
 async def test_listeners_run_first_in_dispatch_order(
@@ -189,25 +190,25 @@ async def test_listeners_run_first_in_dispatch_order(
     def raising_listener(event: Event) -> None:
         raise KeyError("listener boom")
 
-    alice.on(lambda e: order.append(f"handler:{e.payload.decode()}"), DataReceived)
-    remove = alice._bus.add_listener(listener)
-    remove_raising = alice._bus.add_listener(raising_listener)
-    before = alice._bus.listener_errors
+    alice.on(DataReceived, handler=lambda e: order.append(f"handler:{e.payload.decode()}"))
+    remove = alice._core.bus.add_listener(listener)
+    remove_raising = alice._core.bus.add_listener(raising_listener)
+    before = alice._core.bus.listener_errors
     async with alice.events(DataReceived) as events:
         await send(bob, 2)
         await take(events, 2)
         assert order == ["listener:m0", "handler:m0", "listener:m1", "handler:m1"]
-        assert alice._bus.listener_errors - before >= 2
+        assert alice._core.bus.listener_errors - before >= 2
         assert "listener boom" in caplog.text
         remove()
         remove()  # idempotent
         remove_raising()
-        errors = alice._bus.listener_errors
+        errors = alice._core.bus.listener_errors
         await send(bob, 1)
         await take(events, 1)
     # Both listeners were removed: the handler alone saw the last message.
     assert order == ["listener:m0", "handler:m0", "listener:m1", "handler:m1", "handler:m0"]
-    assert alice._bus.listener_errors == errors
+    assert alice._core.bus.listener_errors == errors
 
 
 async def test_participant_filter(livekit_room: LiveKitRoom) -> None:
@@ -233,11 +234,11 @@ async def test_removed_handler_and_closed_subscription_get_nothing(
 ) -> None:
     alice, bob = await pair(livekit_room)
     calls: list[bytes] = []
-    handler = alice.on(lambda e: calls.append(e.payload), DataReceived)
+    handler = alice.on(DataReceived, handler=lambda e: calls.append(e.payload))
     closed = alice.events(DataReceived)
     async with closed:
         pass
-    handler.remove()
+    await handler.aclose()
     async with alice.events(DataReceived) as events:
         await send(bob, 1)
         await take(events, 1)
@@ -260,9 +261,11 @@ def test_bad_subscriptions_are_refused() -> None:
     with pytest.raises(lkkit.ConfigurationError):
         session.events(participant="")
     with pytest.raises(lkkit.ConfigurationError):
-        session.on("not callable")  # type: ignore[call-overload]
+        session.on(handler="not callable")  # type: ignore[call-overload]
     with pytest.raises(lkkit.ConfigurationError):
-        session.on(print, TrackPublished, buffer=-1)
+        session.on(TrackPublished, handler=print, buffer=-1)
+    with pytest.raises(lkkit.ConfigurationError, match="event types first"):
+        session.on(print, TrackPublished)  # type: ignore[call-overload]
     with pytest.raises(lkkit.ConfigurationError, match="sometimes"):
         session.events(overflow="sometimes")  # type: ignore[call-overload]
 
@@ -283,7 +286,7 @@ async def test_an_async_handler_still_running_at_the_end_is_cancelled(
     livekit_room: LiveKitRoom, caplog: pytest.LogCaptureFixture
 ) -> None:
     grace = 0.5
-    alice = await livekit_room.join("alice", options=lkkit.ConnectOptions(disconnect_timeout=grace))
+    alice = await livekit_room.join("alice", options=lkkit.ConnectOptions(shutdown_timeout=grace))
     started = anyio.Event()
     cancelled: list[bool] = []
 
@@ -295,7 +298,7 @@ async def test_an_async_handler_still_running_at_the_end_is_cancelled(
             cancelled.append(True)
             raise
 
-    handler = alice.on(stuck, DataReceived)
+    handler = alice.on(DataReceived, handler=stuck)
     bob = await livekit_room.join("bob")
     with anyio.fail_after(WAIT_S):
         while not started.is_set():
