@@ -280,6 +280,32 @@ async def test_leaving_a_publish_block_under_cancellation_unpublishes(
     assert not alice.room.local_participant.track_publications
 
 
+async def test_a_cancellation_during_the_playout_at_exit_still_unpublishes(
+    livekit_room: LiveKitRoom,
+) -> None:
+    """The block ended normally and plays out what it wrote; the user barges in then."""
+    alice = await livekit_room.join("alice")
+    bob = await livekit_room.join("bob")
+    body_done = anyio.Event()
+    async with bob.events(lkkit.TrackPublished, lkkit.TrackUnpublished) as events:
+        async with anyio.create_task_group() as tg:
+
+            async def speak() -> None:
+                async with alice.audio.publish("voice") as voice:
+                    await voice.write(lkkit.sine_tone(440, 0.5))
+                    body_done.set()
+                # The exit flushes and waits for the playout: the cancel lands there.
+
+            tg.start_soon(speak)
+            with anyio.fail_after(5):
+                assert isinstance(await events.receive(), lkkit.TrackPublished)
+                await body_done.wait()
+            tg.cancel_scope.cancel()
+        with anyio.fail_after(3):
+            assert isinstance(await events.receive(), lkkit.TrackUnpublished)
+    assert not alice.room.local_participant.track_publications
+
+
 async def test_breaking_out_of_a_received_stream_releases_it(
     livekit_room: LiveKitRoom,
 ) -> None:
@@ -353,20 +379,28 @@ async def test_two_attached_sessions_do_not_break_each_other(
     livekit_room: LiveKitRoom,
 ) -> None:
     owner = await livekit_room.join("owner")
-    await livekit_room.join("bob", metadata="m0")
+    await livekit_room.join("bob", metadata="m0", name="Bob")
     await wait_until(lambda: "bob" in owner.remote_participants, BATCH_S + 2)
     room = owner.room
     first = lkkit.Session.attach(room)
     second = lkkit.Session.attach(room)
     await first.__aenter__()
     await second.__aenter__()
-    async with second.events(lkkit.ParticipantMetadataChanged) as changes:
+    kinds = (lkkit.ParticipantMetadataChanged, lkkit.ParticipantNameChanged)
+    async with second.events(*kinds) as changes:
         await first.aclose()
         async with lkkit.RoomAdmin(livekit_room.url, livekit_room.credentials) as admin:
-            await admin.update_participant(livekit_room.name, "bob", metadata="m1")
+            # Both at once: the SDK applies them as one update before it reports them,
+            # and the old values come from lkkit's tap on the room's raw events.
+            await admin.update_participant(livekit_room.name, "bob", metadata="m1", name="Bo")
         with anyio.fail_after(5):
-            change = await changes.receive()
-    assert (change.old_metadata, change.metadata) == ("m0", "m1")
+            found = {type(e): e for e in [await changes.receive(), await changes.receive()]}
+    metadata = found[lkkit.ParticipantMetadataChanged]
+    name = found[lkkit.ParticipantNameChanged]
+    assert isinstance(metadata, lkkit.ParticipantMetadataChanged)
+    assert isinstance(name, lkkit.ParticipantNameChanged)
+    assert (metadata.old_metadata, metadata.metadata) == ("m0", "m1")
+    assert (name.old_name, name.name) == ("Bob", "Bo")
     assert room.isconnected()
     await second.aclose()
     assert room.isconnected()

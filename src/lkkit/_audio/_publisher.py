@@ -208,16 +208,21 @@ class AudioPublisher:
     ) -> None:
         if self._state is not _State.OPEN:
             return
-        if exc_type is None:
-            try:
-                await self.flush()
-                with anyio.move_on_after(self.queued_duration + _EXIT_PLAYOUT_SLACK_S):
-                    await self.wait_for_playout()
-            except NotConnected:
-                pass
-        else:
+        try:
+            if exc_type is None:
+                with contextlib.suppress(NotConnected):
+                    await self.flush()
+                    with anyio.move_on_after(self.queued_duration + _EXIT_PLAYOUT_SLACK_S):
+                        await self.wait_for_playout()
+            else:
+                self.interrupt()
+        except BaseException:
+            # Cancelled while playing out (a barge-in after the block's last write):
+            # what was not played is discarded, and the track still goes.
             self.interrupt()
-        await self._release(unpublish=True)
+            raise
+        finally:
+            await self._release(unpublish=True)  # shielded
 
     async def aclose(self) -> None:
         """Discard what was not played and unpublish the track. Idempotent."""
