@@ -413,12 +413,11 @@ class EventBus:
                 self.listener_errors += 1
                 logger.exception("lkkit event listener %r raised on %r", listener, event)
         for sink in tuple(self._sinks):
-            if not sink._filter.matches(event):
-                continue
-            if isinstance(sink, EventHandler):
-                self._call_sync(sink, event)
-            else:
-                sink._offer(event)
+            if sink._filter.matches(event):
+                if isinstance(sink, EventHandler):
+                    self._call_sync(sink, event)
+                else:
+                    sink._offer(event)
 
     # -- the lkkit side ------------------------------------------------------------------
 

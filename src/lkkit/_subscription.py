@@ -84,6 +84,9 @@ class _State(enum.Enum):
     CLOSED = "closed"  # the reader closed it
 
 
+_OPEN = _State.OPEN
+
+
 def _no_size(_: object) -> int:
     return 0
 
@@ -116,7 +119,11 @@ class Subscription(Generic[T_co]):
         self._on_close = on_close
         self._on_drop = on_drop
         self._what = what
-        self._items: collections.deque[tuple[T_co, int]] = collections.deque()
+        self._items: collections.deque[T_co] = collections.deque()
+        # Sizes of the buffered items, kept only when there is a byte bound.
+        self._sizes: collections.deque[int] | None = (
+            None if max_bytes is None else collections.deque()
+        )
         self._bytes = 0
         self._state = _State.NEW
         self._entered = False
@@ -169,6 +176,8 @@ class Subscription(Generic[T_co]):
         return self
 
     async def __anext__(self) -> T_co:
+        if self._items and self._sizes is None:  # the hot path: items buffered
+            return self._items.popleft()
         try:
             return await self.receive()
         except anyio.EndOfStream:
@@ -186,9 +195,9 @@ class Subscription(Generic[T_co]):
         if not self._entered:
             raise SessionStateError(f"enter the {self._what} (`async with`) before reading it")
         if self._items:
-            item, size = self._items.popleft()
-            self._bytes -= size
-            return item
+            if self._sizes is not None:
+                self._bytes -= self._sizes.popleft()
+            return self._items.popleft()
         if self._state is _State.OPEN:
             raise anyio.WouldBlock
         if self._overflowed:
@@ -249,31 +258,51 @@ class Subscription(Generic[T_co]):
     def _accepting(self) -> bool:
         return self._state is _State.OPEN
 
-    def _offer(self, item: T_co) -> bool:  # type: ignore[misc]  # producer side, in-variance ok
+    def _offer(self, item: T_co) -> bool:  # type: ignore[misc]  # the producer's side
         """Buffer `item` (the overflow policy applies); `False` if it was not taken."""
-        if self._state is not _State.OPEN:
+        # The hot path of every event, message and audio chunk: kept flat.
+        if self._state is not _OPEN:
             return False
-        size = self._size_of(item)
-        while self._items and (
-            len(self._items) >= self._buffer
-            or (self._max_bytes is not None and self._bytes + size > self._max_bytes)
-        ):
-            if self._policy is OverflowPolicy.FAIL:
-                self._overflowed = True
-                logger.warning("lkkit %s overflowed; ending it", self._what)
-                self._end()
+        items = self._items
+        sizes = self._sizes
+        if sizes is None:
+            if len(items) >= self._buffer and not self._make_room(0):
                 return False
-            old, old_size = self._items.popleft()
-            self._bytes -= old_size
+        else:
+            size = self._size_of(item)
+            if items and (len(items) >= self._buffer or self._bytes + size > self._max_bytes):  # type: ignore[operator]
+                if not self._make_room(size):
+                    return False
+            sizes.append(size)
+            self._bytes += size
+        items.append(item)
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+        return True
+
+    def _make_room(self, size: int) -> bool:
+        """The buffer is full: apply the overflow policy; whether `size` more fits now."""
+        if self._policy is OverflowPolicy.FAIL:
+            self._overflowed = True
+            logger.warning("lkkit %s overflowed; ending it", self._what)
+            self._end()
+            return False
+        items = self._items
+        sizes = self._sizes
+        while items and (
+            len(items) >= self._buffer
+            or (sizes is not None and self._bytes + size > self._max_bytes)  # type: ignore[operator]
+        ):
+            old = items.popleft()
+            if sizes is not None:
+                self._bytes -= sizes.popleft()
             self._dropped += 1
             if not self._warned:
                 self._warned = True
                 logger.warning("lkkit %s is full; dropping its oldest items", self._what)
             if self._on_drop is not None:
                 self._on_drop(old)
-        self._items.append((item, size))
-        self._bytes += size
-        self._wake()
         return True
 
     def _end(self, error: BaseException | None = None) -> None:
@@ -294,6 +323,8 @@ class Subscription(Generic[T_co]):
         self._end()
         self._state = _State.CLOSED
         self._items.clear()
+        if self._sizes is not None:
+            self._sizes.clear()
         self._bytes = 0
         self._wake()
 
