@@ -270,9 +270,10 @@ class Subscription(Generic[T_co]):
                 return False
         else:
             size = self._size_of(item)
-            if items and (len(items) >= self._buffer or self._bytes + size > self._max_bytes):  # type: ignore[operator]
-                if not self._make_room(size):
-                    return False
+            limit = self._max_bytes or 0
+            full = len(items) >= self._buffer or self._bytes + size > limit
+            if items and full and not self._make_room(size):
+                return False
             sizes.append(size)
             self._bytes += size
         items.append(item)
@@ -292,7 +293,7 @@ class Subscription(Generic[T_co]):
         sizes = self._sizes
         while items and (
             len(items) >= self._buffer
-            or (sizes is not None and self._bytes + size > self._max_bytes)  # type: ignore[operator]
+            or (sizes is not None and self._bytes + size > (self._max_bytes or 0))
         ):
             old = items.popleft()
             if sizes is not None:
