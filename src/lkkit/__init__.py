@@ -22,7 +22,7 @@ from importlib import import_module as _import_module
 from ._version import __version__
 
 if _typing.TYPE_CHECKING:
-    from ._admin import ParticipantInfo, RoomAdmin, RoomInfo
+    from ._admin import AgentDispatch, ParticipantInfo, RoomAdmin, RoomInfo
     from ._audio import (
         AudioChunk,
         AudioOptions,
@@ -99,8 +99,8 @@ if _typing.TYPE_CHECKING:
         CaptureError,
         ConfigurationError,
         ConnectError,
-        ConnectionRejected,
         ConnectTimeout,
+        ConnectionRejected,
         DataError,
         DataPermissionDenied,
         DataSendIncomplete,
@@ -111,6 +111,7 @@ if _typing.TYPE_CHECKING:
         LkkitError,
         LocalServerError,
         NotConnected,
+        ProtocolError,
         PublishError,
         RemoteCallError,
         ServerApiError,
@@ -127,6 +128,7 @@ if _typing.TYPE_CHECKING:
         TokenSignatureInvalid,
         TokenVerificationError,
         TrackNotSubscribed,
+        WorkerError,
     )
     from ._participants import (
         LocalParticipant,
@@ -137,7 +139,7 @@ if _typing.TYPE_CHECKING:
     )
     from ._session import ConnectOptions, Session, ShutdownCallback, connect
     from ._subscription import OverflowPolicy, Subscription
-    from ._tokens import Credentials, Grants, Token
+    from ._tokens import Credentials, Grants, RoomAgent, Token
     from ._types import (
         ConnectionQuality,
         ConnectionState,
@@ -152,8 +154,12 @@ if _typing.TYPE_CHECKING:
 
 # Public name -> the private module that defines it.
 _EXPORTS: dict[str, str] = {
+    "WorkerError": "._exceptions",
+    "ProtocolError": "._exceptions",
     "ParticipantInfo": "._admin",
     "RoomAdmin": "._admin",
+    "AgentDispatch": "._admin",
+    "RoomAgent": "._tokens",
     "RoomInfo": "._admin",
     "AudioChunk": "._audio",
     "AudioPublisher": "._audio",
@@ -284,6 +290,7 @@ __all__ = [
     "MAX_PACKET_BYTES",
     "MAX_TOPIC_BYTES",
     "ActiveSpeakersChanged",
+    "AgentDispatch",
     "AudioChunk",
     "AudioError",
     "AudioFormatError",
@@ -354,12 +361,14 @@ __all__ = [
     "ParticipantNameChanged",
     "ParticipantPermissions",
     "ParticipantPermissionsChanged",
+    "ProtocolError",
     "PublishError",
     "Reconnected",
     "Reconnecting",
     "RemoteCallError",
     "RemoteParticipant",
     "RoomAdmin",
+    "RoomAgent",
     "RoomInfo",
     "RoomMetadataChanged",
     "RoomUpdated",
@@ -400,6 +409,7 @@ __all__ = [
     "TranscriptionReceived",
     "TranscriptionSegment",
     "WavAudio",
+    "WorkerError",
     "__version__",
     "connect",
     "iter_chunks",

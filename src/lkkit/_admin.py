@@ -33,14 +33,14 @@ from ._exceptions import (
     map_sdk_exceptions,
 )
 from ._participants import ParticipantPermissions
-from ._tokens import Credentials
+from ._tokens import Credentials, RoomAgent
 from ._types import (
     ParticipantKind,
     track_source_from_sdk,
     track_source_to_sdk,
 )
 
-__all__ = ["ParticipantInfo", "RoomAdmin", "RoomInfo"]
+__all__ = ["AgentDispatch", "ParticipantInfo", "RoomAdmin", "RoomInfo"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +144,20 @@ def _permission_to_api(p: ParticipantPermissions) -> api.ParticipantPermission:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class AgentDispatch:
+    """An explicit agent dispatch of a room, as the server API describes it."""
+
+    id: str
+    agent_name: str
+    room: str
+    metadata: str
+
+    @classmethod
+    def _from_api(cls, dispatch: api.AgentDispatch) -> AgentDispatch:
+        return cls(dispatch.id, dispatch.agent_name, dispatch.room, dispatch.metadata)
+
+
 class RoomAdmin:
     """The server API's room service, typed: `async with RoomAdmin(url, credentials)`.
 
@@ -204,14 +218,25 @@ class RoomAdmin:
         empty_timeout: int | None = None,
         departure_timeout: int | None = None,
         max_participants: int | None = None,
+        agents: Sequence[RoomAgent] = (),
     ) -> RoomInfo:
         """Create a room (or return the existing one of that name).
 
+        `agents` are dispatched when the room is created (workers registered with
+        those agent names get the jobs).
+
         Raises:
-            ConfigurationError: an empty name or a negative limit.
+            ConfigurationError: an empty name, a negative limit, or `agents` that are
+                not `RoomAgent`s.
             ServerApiError: the server refused.
         """
-        request = api.CreateRoomRequest(name=_name(name, "room name"), metadata=metadata)
+        if not all(isinstance(agent, RoomAgent) for agent in agents):
+            raise ConfigurationError("agents must be RoomAgent values")
+        request = api.CreateRoomRequest(
+            name=_name(name, "room name"),
+            metadata=metadata,
+            agents=[agent._to_api() for agent in agents],
+        )
         for field, value in (
             ("empty_timeout", empty_timeout),
             ("departure_timeout", departure_timeout),
@@ -354,3 +379,41 @@ class RoomAdmin:
         )
         with map_sdk_exceptions():
             await self._client().room.send_data(request)
+
+    # -- agent dispatches ----------------------------------------------------------------
+
+    async def create_dispatch(
+        self, room: str, agent_name: str, *, metadata: str = ""
+    ) -> AgentDispatch:
+        """Dispatch the agent `agent_name` to `room` (a job for a worker registered
+        with that name). The room is created when it does not exist yet.
+
+        Raises:
+            ConfigurationError: an empty room or agent name.
+            ServerApiError: the server refused.
+        """
+        agent = RoomAgent(agent_name, metadata)
+        request = api.CreateAgentDispatchRequest(
+            room=_name(room, "room name"), agent_name=agent.agent_name, metadata=metadata
+        )
+        with map_sdk_exceptions():
+            dispatch = await self._client().agent_dispatch.create_dispatch(request)
+        return AgentDispatch._from_api(dispatch)
+
+    async def list_dispatches(self, room: str) -> tuple[AgentDispatch, ...]:
+        """The explicit agent dispatches of `room`."""
+        with map_sdk_exceptions():
+            dispatches = await self._client().agent_dispatch.list_dispatch(_name(room, "room name"))
+        return tuple(AgentDispatch._from_api(d) for d in dispatches)
+
+    async def delete_dispatch(self, room: str, dispatch_id: str) -> None:
+        """Delete an explicit dispatch (its running job is terminated).
+
+        Raises:
+            ConfigurationError: an empty room or dispatch id.
+            ServerApiError: the server refused (no such dispatch, say).
+        """
+        with map_sdk_exceptions():
+            await self._client().agent_dispatch.delete_dispatch(
+                _name(dispatch_id, "dispatch id"), _name(room, "room name")
+            )

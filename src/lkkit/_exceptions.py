@@ -29,6 +29,8 @@ LkkitError
 │   └── TrackNotSubscribed (RuntimeError)    audio asked of a track not received
 ├── ServerApiError                           the server API answered with an error
 ├── StreamError (ConnectionError)            a native data stream failed
+├── WorkerError (RuntimeError)               an agent worker could not start
+├── ProtocolError (ValueError)               the server sent no agent protocol message
 ├── SubscriptionOverflow                     a subscription (OverflowPolicy.FAIL) fell behind
 ├── SubscriptionBusy (RuntimeError)          two tasks read one subscription at once
 └── LocalServerError                         lkkit.testing could not provide a server
@@ -72,6 +74,7 @@ __all__ = [
     "LkkitError",
     "LocalServerError",
     "NotConnected",
+    "ProtocolError",
     "PublishError",
     "RemoteCallError",
     "ServerApiError",
@@ -88,6 +91,7 @@ __all__ = [
     "TokenSignatureInvalid",
     "TokenVerificationError",
     "TrackNotSubscribed",
+    "WorkerError",
     "map_sdk_exceptions",
 ]
 
@@ -254,6 +258,16 @@ class ServerApiError(LkkitError):
 
 class StreamError(LkkitError, ConnectionError):
     """Raised when a native LiveKit data stream fails or is cut short."""
+
+
+class WorkerError(LkkitError, RuntimeError):
+    """Raised when an agent worker cannot start: no server URL or credentials, no
+    registration with the server, or a prewarm that failed or timed out."""
+
+
+class ProtocolError(LkkitError, ValueError):
+    """Raised when the server sends an agent worker something that is not an agent
+    protocol message."""
 
 
 class SubscriptionOverflow(LkkitError):

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, ClassVar, Final
 
@@ -392,6 +393,29 @@ def _publish_source(item: object) -> TrackSource:
 # -- tokens ------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True)
+class RoomAgent:
+    """An agent to dispatch to a room: with [`RoomAdmin.create_room`][lkkit.RoomAdmin.create_room]
+    (`agents=`) or in a token's room configuration (`Token(room_agents=...)`).
+
+    Attributes:
+        agent_name: the name workers registered with (`Worker(agent_name=...)`).
+        metadata: handed to the job (`ctx.job.metadata`).
+    """
+
+    agent_name: str
+    metadata: str = ""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.agent_name, str) or not self.agent_name:
+            raise InvalidGrant("an agent dispatch needs a non-empty agent_name")
+        if not isinstance(self.metadata, str):
+            raise InvalidGrant("agent dispatch metadata must be a str")
+
+    def _to_api(self) -> api.RoomAgentDispatch:
+        return api.RoomAgentDispatch(agent_name=self.agent_name, metadata=self.metadata)
+
+
 class Token(_Value):
     """An access token as a value: who, for how long, allowed to do what.
 
@@ -429,6 +453,9 @@ class Token(_Value):
     """
     grants: Grants = Grants()
     """What the token allows."""
+    room_agents: tuple[RoomAgent, ...] = ()
+    """Agents to dispatch when the holder's join creates the room (the token's room
+    configuration; ignored when the room already exists)."""
 
     @field_validator("name", "metadata", mode="before")
     @classmethod
@@ -472,6 +499,10 @@ class Token(_Value):
             builder.with_attributes(dict(self.attributes))
         if self.grants.kind is not None:
             builder.with_kind(_KIND_CLAIM[self.grants.kind])
+        if self.room_agents:
+            builder.with_room_config(
+                api.RoomConfiguration(agents=[agent._to_api() for agent in self.room_agents])
+            )
         seconds = int(self.ttl.total_seconds())
         jwt = builder.to_jwt()
         for _ in range(_MINT_ATTEMPTS - 1):
@@ -517,6 +548,10 @@ class Token(_Value):
                 attributes=claims.attributes or {},
                 ttl=timedelta(seconds=seconds),
                 grants=Grants._from_claims(claims),
+                room_agents=tuple(
+                    RoomAgent(agent.agent_name, agent.metadata)
+                    for agent in (claims.room_config.agents if claims.room_config else ())
+                ),
             )
         except (InvalidGrant, OverflowError) as exc:
             raise TokenMalformed(f"claims a Token cannot hold: {exc}") from exc
