@@ -1,0 +1,584 @@
+"""`Worker`: lkkit's agent worker on LiveKit's agent protocol, running jobs in-process.
+
+```python
+async def entrypoint(ctx: lkkit.agents.JobContext) -> None:
+    await ctx.session.data.send("hello", topic="chat")
+
+async with lkkit.agents.Worker(entrypoint) as worker:  # LIVEKIT_URL, _API_KEY, _SECRET
+    await worker.wait_closed()
+```
+
+One WebSocket to the server's `/agent` endpoint; the server offers jobs
+(`AvailabilityRequest`), the request handler accepts or rejects each within
+`request_timeout`, and an accepted job arrives as a `JobAssignment` with a token: the
+worker joins the job's room with an lkkit `Session` and runs the entrypoint in a task
+of its own, in this process's event loop. See docs/agents.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import os
+import signal
+import time
+from collections.abc import Awaitable, Callable
+from types import TracebackType
+from typing import Any
+
+import aiohttp
+import anyio
+import anyio.to_thread
+from aiohttp import web
+from livekit.protocol import agent as proto_agent
+
+from .._core import TaskOwner
+from .._exceptions import ConfigurationError, LkkitError, SessionStateError, WorkerError
+from .._session import ConnectOptions, Session
+from .._tokens import Credentials, Grants, Token
+from . import _protocol as wire
+from ._job import Job, JobContext, JobRequest, JobType, _Acceptance, job_type_to_proto
+
+__all__ = ["Worker"]
+
+logger = logging.getLogger("lkkit.agents")
+
+Entrypoint = Callable[[JobContext], Awaitable[object]]
+RequestHandler = Callable[[JobRequest], "Awaitable[object] | object"]
+Prewarm = Callable[[], "Awaitable[Any] | Any"]
+
+_REGISTER_TIMEOUT_S = 10.0
+_BACKOFF_MAX_S = 5.0
+
+
+class _RunningJob:
+    __slots__ = ("context", "task")
+
+    def __init__(self) -> None:
+        self.task: asyncio.Task[None] | None = None
+        self.context: JobContext | None = None
+
+
+class Worker:
+    """An agent worker: registers with the server and runs the jobs it accepts.
+
+    Args:
+        entrypoint: `async def entrypoint(ctx: JobContext)`, run for each job.
+        url: the server (`ws://` or `http://`); default `LIVEKIT_URL`.
+        credentials: API key and secret; default from `LIVEKIT_API_KEY` and
+            `LIVEKIT_API_SECRET`.
+        request_handler: decides on each offered job (`JobRequest.accept` /
+            `reject`), sync or async; default: accept every job. It must answer
+            within `request_timeout` (the server's whole dispatch round runs under
+            a ~3 s deadline); a slow or raising handler refuses the job.
+        prewarm: run once before registering (load models); its result is each
+            job's `ctx.userdata`. Sync prewarm runs in a thread; both are bounded by
+            `prewarm_timeout`.
+        job_type: [`JobType`][lkkit.agents.JobType].
+        agent_name: `""` gets automatic dispatch; a name gets only explicit
+            dispatches for that name.
+        max_jobs: jobs run at once; the worker reports itself full at that count.
+            `None`: no limit.
+        target_load: the server offers jobs only while a worker's load is below
+            its `agents.target_load` (0.7 by default). The worker reports
+            `target_load * running / max_jobs`, its own jobs, never machine CPU.
+        request_timeout: seconds the request handler gets.
+        shutdown_timeout: seconds a job's entrypoint and shutdown callbacks get to
+            finish once the job ends; then they are cancelled.
+        drain_timeout: seconds `aclose()` lets running jobs finish before ending them.
+        connect_options: how job sessions connect (auto-subscribe, ...).
+        health_port: serve `GET /` on `health_host:health_port` (200 while
+            registered, 503 otherwise; JSON body); `None`: no endpoint; 0: any port.
+        health_host: the health endpoint's address (loopback by default).
+        reconnect: reconnect with backoff when the server goes away.
+    """
+
+    def __init__(
+        self,
+        entrypoint: Entrypoint,
+        *,
+        url: str | None = None,
+        credentials: Credentials | None = None,
+        request_handler: RequestHandler | None = None,
+        prewarm: Prewarm | None = None,
+        job_type: JobType = JobType.ROOM,
+        agent_name: str = "",
+        max_jobs: int | None = None,
+        target_load: float = 0.7,
+        request_timeout: float = 1.0,
+        prewarm_timeout: float = 10.0,
+        shutdown_timeout: float = 10.0,
+        drain_timeout: float = 60.0,
+        status_interval: float = 2.5,
+        connect_options: ConnectOptions | None = None,
+        health_port: int | None = None,
+        health_host: str = "127.0.0.1",
+        reconnect: bool = True,
+        version: str = "",
+    ) -> None:
+        if not callable(entrypoint):
+            raise ConfigurationError("entrypoint must be an async function")
+        if max_jobs is not None and (not isinstance(max_jobs, int) or max_jobs < 1):
+            raise ConfigurationError(f"max_jobs must be an int >= 1 or None, got {max_jobs!r}")
+        if not 0 < target_load <= 1:
+            raise ConfigurationError(f"target_load must be in (0, 1], got {target_load}")
+        for name, value in (
+            ("request_timeout", request_timeout),
+            ("prewarm_timeout", prewarm_timeout),
+            ("shutdown_timeout", shutdown_timeout),
+            ("drain_timeout", drain_timeout),
+            ("status_interval", status_interval),
+        ):
+            if not value > 0:
+                raise ConfigurationError(f"{name} must be > 0, got {value}")
+        url = url if url is not None else os.environ.get("LIVEKIT_URL", "")
+        if not url:
+            raise WorkerError("no server URL: pass url= or set LIVEKIT_URL")
+        self._url = url
+        self._credentials = credentials if credentials is not None else _credentials_from_env()
+        self._entrypoint = entrypoint
+        self._request_handler = request_handler
+        self._prewarm = prewarm
+        self._job_type = JobType(job_type)
+        self._agent_name = agent_name
+        self._max_jobs = max_jobs
+        self._target_load = target_load
+        self._request_timeout = request_timeout
+        self._prewarm_timeout = prewarm_timeout
+        self._shutdown_timeout = shutdown_timeout
+        self._drain_timeout = drain_timeout
+        self._status_interval = status_interval
+        self._connect_options = connect_options or ConnectOptions()
+        self._health_port = health_port
+        self._health_host = health_host
+        self._reconnect = reconnect
+        self._version = version
+        self._tasks = TaskOwner("worker")
+        self._jobs: dict[str, _RunningJob] = {}
+        self._reserved: set[str] = set()  # accepted, assignment not yet received
+        self._userdata: Any = None
+        self._worker_id = ""
+        self._registered = asyncio.Event()
+        self._closed = asyncio.Event()
+        self._started = False
+        self._draining = False
+        self._ws: aiohttp.ClientWebSocketResponse[bool] | None = None
+        self._send_lock = asyncio.Lock()
+        self._health: web.AppRunner | None = None
+        self._health_address: tuple[str, int] | None = None
+        self._register_error: BaseException | None = None
+        self.jobs_started = 0
+        """Jobs whose entrypoint started, since the worker started."""
+        self.jobs_failed = 0
+        """Jobs that ended failed (the entrypoint raised, or the join failed)."""
+        self.registrations = 0
+        """Successful registrations (1 + reconnections)."""
+
+    # -- state ---------------------------------------------------------------------------
+
+    @property
+    def worker_id(self) -> str:
+        """The id the server gave this connection (a new one after a reconnect)."""
+        return self._worker_id
+
+    @property
+    def registered(self) -> bool:
+        return self._registered.is_set()
+
+    @property
+    def running_jobs(self) -> dict[str, JobContext]:
+        """The jobs running now, by job id (those whose session is connected)."""
+        return {i: j.context for i, j in self._jobs.items() if j.context is not None}
+
+    @property
+    def load(self) -> float:
+        """What the worker reports to the server (see `target_load`)."""
+        if self._max_jobs is None:
+            return 0.0
+        running = len(self._jobs) + len(self._reserved)
+        return min(1.0, running / self._max_jobs) * self._target_load
+
+    @property
+    def full(self) -> bool:
+        running = len(self._jobs) + len(self._reserved)
+        return self._draining or (self._max_jobs is not None and running >= self._max_jobs)
+
+    @property
+    def health_address(self) -> tuple[str, int] | None:
+        """Where the health endpoint listens, once started."""
+        return self._health_address
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    async def __aenter__(self) -> Worker:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def start(self) -> None:
+        """Prewarm, start the health endpoint, connect and wait for the registration.
+
+        Raises:
+            WorkerError: prewarm failed or timed out, or no registration within 10 s.
+            SessionStateError: started twice.
+        """
+        if self._started:
+            raise SessionStateError("a worker can be started once")
+        self._started = True
+        await self._run_prewarm()
+        if self._health_port is not None:
+            await self._start_health()
+        self._tasks.spawn(self._serve(), name="worker connection")
+        with anyio.move_on_after(_REGISTER_TIMEOUT_S):
+            await self._registered.wait()
+        if not self._registered.is_set():
+            error = self._register_error
+            await self.aclose()
+            raise WorkerError(f"the worker could not register with {self._url}: {error}")
+
+    async def run(self, *, handle_signals: bool = True) -> None:
+        """Start, serve until SIGTERM / SIGINT (or `aclose()`), then drain."""
+        await self.start()
+        loop = asyncio.get_running_loop()
+        installed: list[signal.Signals] = []
+        if handle_signals:
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                try:
+                    loop.add_signal_handler(signum, self._on_signal)
+                    installed.append(signum)
+                except (NotImplementedError, RuntimeError, ValueError):
+                    pass  # not the main thread, or no signals here
+        try:
+            await self._closed.wait()
+        finally:
+            for signum in installed:
+                loop.remove_signal_handler(signum)
+            await self.aclose()
+
+    def _on_signal(self) -> None:
+        logger.info("worker: signal received; draining")
+        self._tasks.spawn(self.aclose(), name="worker drain")
+
+    async def wait_closed(self) -> None:
+        await self._closed.wait()
+
+    async def aclose(self) -> None:
+        """Drain: report full, take no new job, let running jobs finish (up to
+        `drain_timeout`), end the rest, then disconnect. Idempotent."""
+        if self._closed.is_set() or self._draining:
+            await self._closed.wait()
+            return
+        self._draining = True
+        try:
+            await self._send_status()
+            with anyio.move_on_after(self._drain_timeout):
+                while tasks := self._job_tasks():
+                    await asyncio.wait(tasks)
+            for job in list(self._jobs.values()):
+                if job.context is not None:
+                    job.context._end("the worker is closing")
+            if tasks := self._job_tasks():
+                await asyncio.wait(tasks)
+        finally:
+            with anyio.CancelScope(shield=True):
+                ws = self._ws
+                if ws is not None:
+                    await ws.close()
+                await self._tasks.aclose()
+                if self._health is not None:
+                    await self._health.cleanup()
+                self._registered.clear()
+                self._closed.set()
+
+    def _job_tasks(self) -> list[asyncio.Task[None]]:
+        return [j.task for j in self._jobs.values() if j.task is not None]
+
+    # -- prewarm and health --------------------------------------------------------------
+
+    async def _run_prewarm(self) -> None:
+        prewarm = self._prewarm
+        if prewarm is None:
+            return
+        try:
+            with anyio.fail_after(self._prewarm_timeout):
+                if inspect.iscoroutinefunction(prewarm):
+                    self._userdata = await prewarm()
+                else:
+                    result = await anyio.to_thread.run_sync(prewarm, abandon_on_cancel=True)
+                    self._userdata = await result if inspect.isawaitable(result) else result
+        except TimeoutError as exc:
+            raise WorkerError(f"prewarm took longer than {self._prewarm_timeout:g} s") from exc
+        except Exception as exc:
+            raise WorkerError(f"prewarm failed: {exc!r}") from exc
+
+    async def _start_health(self) -> None:
+        app = web.Application()
+        app.router.add_get("/", self._health_response)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, self._health_host, self._health_port)
+        await site.start()
+        self._health = runner
+        server = site._server
+        sockets = getattr(server, "sockets", None) or []
+        if sockets:
+            host, port = sockets[0].getsockname()[:2]
+            self._health_address = (host, port)
+
+    async def _health_response(self, request: web.Request) -> web.Response:
+        body = {
+            "registered": self.registered,
+            "worker_id": self._worker_id,
+            "jobs": len(self._jobs),
+            "draining": self._draining,
+            "load": self.load,
+        }
+        return web.json_response(body, status=200 if self.registered else 503)
+
+    # -- the connection ------------------------------------------------------------------
+
+    async def _serve(self) -> None:
+        delay = 0.1
+        while not self._draining:
+            try:
+                await self._connect_once()
+                delay = 0.1
+            except (aiohttp.ClientError, OSError, TimeoutError, wire.ProtocolError) as exc:
+                self._register_error = exc
+                logger.warning("worker: connection to %s failed: %s", self._url, exc)
+            self._ws = None
+            self._registered.clear()
+            self._worker_id = ""
+            if self._draining or not self._reconnect:
+                break
+            logger.info("worker: reconnecting in %.1f s", delay)
+            await anyio.sleep(delay)
+            delay = min(delay * 2, _BACKOFF_MAX_S)
+        if not self._reconnect and not self._draining:
+            self._closed.set()
+
+    async def _connect_once(self) -> None:
+        token = Token(grants=Grants(agent=True)).sign(self._credentials)
+        headers = {"Authorization": f"Bearer {token}"}
+        async with (
+            aiohttp.ClientSession() as http,
+            http.ws_connect(wire.agent_url(self._url), headers=headers, autoping=True) as ws,
+        ):
+            self._ws = ws
+            await self._send(
+                wire.register(
+                    job_type_to_proto(self._job_type),
+                    self._agent_name,
+                    self._version,
+                    int(self._status_interval),
+                )
+            )
+            first = await ws.receive(timeout=_REGISTER_TIMEOUT_S)
+            if first.type is not aiohttp.WSMsgType.BINARY:
+                raise wire.ProtocolError(f"expected the registration, got {first.type.name}")
+            message = wire.decode_server_message(first.data)
+            if message.WhichOneof("message") != "register":
+                raise wire.ProtocolError(f"expected the registration, got {message}")
+            self._worker_id = message.register.worker_id
+            self.registrations += 1
+            logger.info(
+                "worker %s registered (%s, agent name %r)",
+                self._worker_id,
+                self._job_type.value,
+                self._agent_name,
+            )
+            self._registered.set()
+            reporter = self._tasks.spawn(self._report_status(), name="worker status")
+            try:
+                async for frame in ws:
+                    if frame.type is aiohttp.WSMsgType.BINARY:
+                        self._on_server_message(wire.decode_server_message(frame.data))
+                    elif frame.type in (aiohttp.WSMsgType.ERROR, aiohttp.WSMsgType.CLOSED):
+                        break
+            finally:
+                reporter.cancel()
+        if not self._draining:
+            logger.warning("worker %s: the server closed the connection", self._worker_id)
+
+    async def _send(self, frame: bytes) -> None:
+        ws = self._ws
+        if ws is None or ws.closed:
+            return
+        async with self._send_lock:
+            try:
+                await ws.send_bytes(frame)
+            except (aiohttp.ClientError, ConnectionError, RuntimeError) as exc:
+                logger.debug("worker: send failed: %s", exc)
+
+    async def _report_status(self) -> None:
+        while True:
+            await self._send_status()
+            await self._send(wire.ping(int(time.time() * 1000)))
+            await anyio.sleep(self._status_interval)
+
+    async def _send_status(self) -> None:
+        await self._send(
+            wire.worker_status(full=self.full, load=self.load, job_count=len(self._jobs))
+        )
+
+    def _on_server_message(self, message: proto_agent.ServerMessage) -> None:
+        which = message.WhichOneof("message")
+        if which == "availability":
+            self._tasks.spawn(self._answer(message.availability), name="job request")
+        elif which == "assignment":
+            self._assign(message.assignment)
+        elif which == "termination":
+            job = self._jobs.get(message.termination.job_id)
+            if job is not None and job.context is not None:
+                job.context._end("terminated by the server")
+        # pong, register and others need nothing
+
+    # -- jobs ----------------------------------------------------------------------------
+
+    async def _answer(self, request: proto_agent.AvailabilityRequest) -> None:
+        job = Job._from_proto(request.job)
+        if self.full:
+            await self._send(wire.availability(job.id, available=False))
+            return
+        offer = JobRequest(job)
+        handler = self._request_handler
+        if handler is None:
+            offer.accept()
+        else:
+            try:
+                with anyio.fail_after(self._request_timeout):
+                    result = handler(offer)
+                    if inspect.isawaitable(result):
+                        await result
+            except TimeoutError:
+                logger.warning(
+                    "job %s: the request handler took longer than %g s; refused",
+                    job.id,
+                    self._request_timeout,
+                )
+                offer._answer = False
+            except Exception:
+                logger.exception("job %s: the request handler raised; refused", job.id)
+                offer._answer = False
+        answer = offer._answer
+        if isinstance(answer, _Acceptance) and not self.full:
+            self._reserved.add(job.id)
+            await self._send(
+                wire.availability(
+                    job.id,
+                    available=True,
+                    identity=answer.identity,
+                    name=answer.name,
+                    metadata=answer.metadata,
+                    attributes=answer.attributes,
+                )
+            )
+            await self._send_status()
+        else:
+            await self._send(wire.availability(job.id, available=False))
+
+    def _assign(self, assignment: proto_agent.JobAssignment) -> None:
+        job = Job._from_proto(assignment.job)
+        self._reserved.discard(job.id)
+        url = assignment.url or self._url  # the open-source server leaves it empty
+        running = _RunningJob()
+        running.task = self._tasks.spawn(
+            self._run_job(job, url, assignment.token, running), name=f"job {job.id}"
+        )
+        self._jobs[job.id] = running
+
+    async def _run_job(self, job: Job, url: str, token: str, running: _RunningJob) -> None:
+        error = ""
+        try:
+            try:
+                session = await Session(url, token, self._connect_options)
+            except LkkitError as exc:
+                error = f"the agent could not join {job.room_name!r}: {exc}"
+                logger.error("job %s: %s", job.id, error)
+                return
+            context = JobContext(job, session, self._userdata)
+            running.context = context
+            self.jobs_started += 1
+            logger.info("job %s started in room %r", job.id, job.room_name)
+            await self._send_status()
+            error = await self._until_the_end(context, session)
+            await self._report_end(job, error)
+            await session.aclose()
+            logger.info(
+                "job %s ended: %s%s",
+                job.id,
+                context._ending.reason,
+                f" ({error})" if error else "",
+            )
+        finally:
+            if error:
+                self.jobs_failed += 1
+            if running.context is None:  # never started: report the failure here
+                await self._report_end(job, error or "the job did not start")
+            self._jobs.pop(job.id, None)
+            await self._send_status()
+
+    async def _until_the_end(self, context: JobContext, session: Session) -> str:
+        """Run the entrypoint until the job ends; run its callbacks; the error text."""
+        entry = self._tasks.spawn(self._entry(context), name=f"entrypoint {context.job.id}")
+        closed = self._tasks.spawn(_on_session_end(session, context), name="job session watch")
+        try:
+            await context._ending.event.wait()
+        finally:
+            closed.cancel()
+        with anyio.CancelScope(shield=True):
+            if not entry.done():
+                with anyio.move_on_after(self._shutdown_timeout):
+                    await asyncio.wait([entry])
+                if not entry.done():
+                    logger.warning(
+                        "job %s: the entrypoint still runs %g s after the job ended; cancelling it",
+                        context.job.id,
+                        self._shutdown_timeout,
+                    )
+                    entry.cancel()
+                    await asyncio.wait([entry])
+            with anyio.move_on_after(self._shutdown_timeout):
+                await context._run_callbacks()
+        return context._ending.error
+
+    async def _entry(self, context: JobContext) -> None:
+        try:
+            await self._entrypoint(context)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            logger.exception("job %s: the entrypoint raised", context.job.id)
+            context._end("the entrypoint raised", error=f"{type(exc).__name__}: {exc}")
+
+    async def _report_end(self, job: Job, error: str) -> None:
+        status = proto_agent.JobStatus.JS_FAILED if error else proto_agent.JobStatus.JS_SUCCESS
+        await self._send(wire.job_status(job.id, status, error))
+
+    def __repr__(self) -> str:
+        return (
+            f"<Worker {self._worker_id or '-'} {self._job_type.value} "
+            f"agent_name={self._agent_name!r} jobs={len(self._jobs)}>"
+        )
+
+
+async def _on_session_end(session: Session, context: JobContext) -> None:
+    reason = await session.wait_closed()
+    context._end(f"the session ended ({reason.value if reason else 'unknown'})")
+
+
+def _credentials_from_env() -> Credentials:
+    try:
+        return Credentials.from_env()
+    except LkkitError as exc:
+        raise WorkerError(
+            "no credentials: pass credentials= or set LIVEKIT_API_KEY and LIVEKIT_API_SECRET"
+        ) from exc
