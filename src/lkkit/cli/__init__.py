@@ -4,6 +4,8 @@
 lkkit token create --api-key devkey --api-secret secret --join --room test_room \
     --identity test_user --valid-for 24h
 lkkit token verify --api-key devkey --api-secret secret JWT
+lkkit agent run myagents.echo:entrypoint --agent-name echo
+lkkit agent dispatch my-room echo
 ```
 
 `python -m lkkit.cli ...` runs the same. Errors go to stderr, with exit status 2.
@@ -17,7 +19,7 @@ import warnings
 from typing import TYPE_CHECKING
 
 from .._exceptions import LkkitError
-from . import _token
+from . import _agent, _token
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -33,6 +35,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _token.register(commands)
+    _agent.register(commands)
     return parser
 
 

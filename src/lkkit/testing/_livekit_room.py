@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .._session import ConnectOptions, Session, connect
 from .._tokens import Credentials, Grants, Token
 from ._server import LocalLiveKitServer
+
+if TYPE_CHECKING:
+    from ..agents import Worker
+    from ..agents._worker import Entrypoint
 
 __all__ = ["LiveKitRoom"]
 
@@ -67,6 +71,20 @@ class LiveKitRoom:
         await session.__aenter__()
         self._sessions.append(session)
         return session
+
+    def worker(self, entrypoint: Entrypoint, **options: Any) -> Worker:
+        """An agent worker for this server (`lkkit.agents.Worker`), not started: use
+        it as `async with room.worker(entrypoint) as worker:`, then `join()` a user.
+
+        The room does not exist until someone joins (or it is created), so a worker
+        started first gets its job, as in production. `options` are the `Worker`'s;
+        the drain and shutdown timeouts default to 2 s, short for tests.
+        """
+        from ..agents import Worker
+
+        options.setdefault("drain_timeout", 2.0)
+        options.setdefault("shutdown_timeout", 2.0)
+        return Worker(entrypoint, url=self.url, credentials=self.credentials, **options)
 
     async def aclose(self) -> None:
         for session in reversed(self._sessions):
