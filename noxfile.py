@@ -7,6 +7,8 @@ never leaves 127.0.0.0/8.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import nox
 
 nox.options.reuse_existing_virtualenvs = True
@@ -89,8 +91,18 @@ def demo(session: nox.Session) -> None:
     _in_sandbox(session, "python", "examples/demo.py")
 
 
+# The agents benchmark's baseline: livekit-agents pins an older `livekit`, so it gets a
+# virtualenv of its own (kept in .cache/), made here, outside the sandbox, which has no
+# package index.
+LIVEKIT_AGENTS_BASELINE = "livekit-agents==1.8.9"
+
+
 @nox.session
 def bench(session: nox.Session) -> None:
-    """Benchmarks: lkkit against the raw SDK in the same run, ratios printed."""
+    """Benchmarks: lkkit against the raw SDK (or livekit-agents) in the same run."""
     _install(session)
+    baseline = Path(".cache") / "livekit-agents-1.8.9"
+    if not (baseline / "bin" / "python").exists():
+        session.run("python", "-m", "venv", str(baseline))
+        session.run(str(baseline / "bin" / "pip"), "install", "-q", LIVEKIT_AGENTS_BASELINE)
     _in_sandbox(session, "python", "-m", "benchmarks", *session.posargs)

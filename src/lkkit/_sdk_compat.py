@@ -40,6 +40,7 @@ __all__ = [
     "room_was_connected",
     "subscribe_ffi_events",
     "tap_room_events",
+    "warm_up_ffi",
 ]
 
 SdkStreamError = _data_stream.StreamError
@@ -53,6 +54,11 @@ def ffi_request(request: proto_ffi.FfiRequest) -> proto_ffi.FfiResponse:
     """Send one request to the native layer (synchronous; the answer may be an async id)."""
     response: proto_ffi.FfiResponse = FfiClient.instance.request(request)
     return response
+
+
+def warm_up_ffi() -> None:
+    """Load and initialise the native library now (the first session otherwise pays it)."""
+    _ = FfiClient.instance
 
 
 def drop_handle(handle: int) -> None:

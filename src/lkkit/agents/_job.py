@@ -183,10 +183,25 @@ class JobContext:
     agent leaves.
     """
 
-    def __init__(self, job: Job, session: Session, userdata: Any) -> None:
+    def __init__(
+        self,
+        job: Job,
+        session: Session,
+        userdata: Any,
+        *,
+        requested_at: float = 0.0,
+        assigned_at: float = 0.0,
+        connected_at: float = 0.0,
+    ) -> None:
         self._job = job
         self._session = session
         self._userdata = userdata
+        self.requested_at = requested_at
+        """`time.monotonic()` when the server's offer of this job reached the worker."""
+        self.assigned_at = assigned_at
+        """`time.monotonic()` when the job's assignment (and token) reached the worker."""
+        self.connected_at = connected_at
+        """`time.monotonic()` when the job's session had joined the room."""
         self._callbacks: list[ShutdownCallback] = []
         self._ending = _Ending()
 

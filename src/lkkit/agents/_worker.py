@@ -35,6 +35,7 @@ from livekit.protocol import agent as proto_agent
 
 from .._core import TaskOwner
 from .._exceptions import ConfigurationError, LkkitError, SessionStateError, WorkerError
+from .._sdk_compat import warm_up_ffi
 from .._session import ConnectOptions, Session
 from .._tokens import Credentials, Grants, Token
 from . import _protocol as wire
@@ -157,6 +158,7 @@ class Worker:
         self._tasks = TaskOwner("worker")
         self._jobs: dict[str, _RunningJob] = {}
         self._reserved: set[str] = set()  # accepted, assignment not yet received
+        self._requested_at: dict[str, float] = {}  # job id -> when the offer arrived
         self._userdata: Any = None
         self._worker_id = ""
         self._registered = asyncio.Event()
@@ -233,6 +235,8 @@ class Worker:
         if self._started:
             raise SessionStateError("a worker can be started once")
         self._started = True
+        # The native library's start-up, paid now rather than by the first job.
+        warm_up_ffi()
         await self._run_prewarm()
         if self._health_port is not None:
             await self._start_health()
@@ -432,6 +436,7 @@ class Worker:
     def _on_server_message(self, message: proto_agent.ServerMessage) -> None:
         which = message.WhichOneof("message")
         if which == "availability":
+            self._requested_at[message.availability.job.id] = time.monotonic()
             self._tasks.spawn(self._answer(message.availability), name="job request")
         elif which == "assignment":
             self._assign(message.assignment)
@@ -483,6 +488,7 @@ class Worker:
             )
             await self._send_status()
         else:
+            self._requested_at.pop(job.id, None)
             await self._send(wire.availability(job.id, available=False))
 
     def _assign(self, assignment: proto_agent.JobAssignment) -> None:
@@ -491,12 +497,16 @@ class Worker:
         url = assignment.url or self._url  # the open-source server leaves it empty
         running = _RunningJob()
         running.task = self._tasks.spawn(
-            self._run_job(job, url, assignment.token, running), name=f"job {job.id}"
+            self._run_job(job, url, assignment.token, running, time.monotonic()),
+            name=f"job {job.id}",
         )
         self._jobs[job.id] = running
 
-    async def _run_job(self, job: Job, url: str, token: str, running: _RunningJob) -> None:
+    async def _run_job(
+        self, job: Job, url: str, token: str, running: _RunningJob, assigned_at: float
+    ) -> None:
         error = ""
+        requested_at = self._requested_at.pop(job.id, assigned_at)
         try:
             try:
                 session = await Session(url, token, self._connect_options)
@@ -504,7 +514,14 @@ class Worker:
                 error = f"the agent could not join {job.room_name!r}: {exc}"
                 logger.error("job %s: %s", job.id, error)
                 return
-            context = JobContext(job, session, self._userdata)
+            context = JobContext(
+                job,
+                session,
+                self._userdata,
+                requested_at=requested_at,
+                assigned_at=assigned_at,
+                connected_at=time.monotonic(),
+            )
             running.context = context
             self.jobs_started += 1
             logger.info("job %s started in room %r", job.id, job.room_name)
