@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import secrets
+import signal
 import time
 import urllib.request
 from collections.abc import AsyncIterator, Callable
@@ -339,6 +341,7 @@ async def test_a_hanging_entrypoint_is_cancelled_after_the_shutdown_timeout(
         with anyio.fail_after(5):
             await cancelled.wait()
         await wait_until(lambda: not running.running_jobs)
+        assert running.jobs_failed == 1  # reported failed: it hung past its timeout
 
 
 async def test_the_worker_reconnects_after_a_server_restart(
@@ -430,3 +433,67 @@ async def test_bad_options_are_refused(livekit_server: LocalLiveKitServer) -> No
         request.reject()
     with pytest.raises(lkkit.ConfigurationError):
         JobRequest(request.job).accept(identity="")
+
+
+# -- job processes ---------------------------------------------------------------------
+
+
+async def agent_attributes(api: lkkit.RoomAdmin, room: str) -> dict[str, str]:
+    """The attributes the agent in `room` set (empty until it did)."""
+    for participant in await api.list_participants(room):
+        if participant.kind is lkkit.ParticipantKind.AGENT and "pid" in participant.attributes:
+            return dict(participant.attributes)
+    return {}
+
+
+async def test_job_processes_prewarm_once_each_and_a_killed_one_fails_only_its_job(
+    livekit_server: LocalLiveKitServer,
+    tmp_path: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    log = tmp_path / "prewarm.log"
+    monkeypatch.setenv("LKKIT_TEST_PREWARM_LOG", str(log))
+    import agent_entrypoints
+
+    monkeypatch.setattr(agent_entrypoints, "PREWARM_LOG", log)
+    async with (
+        worker(
+            livekit_server,
+            agent_entrypoints.report_pid,
+            prewarm=agent_entrypoints.prewarm,
+            processes=lkkit.agents.ProcessPoolOptions(idle_processes=2),
+        ) as running,
+        admin(livekit_server) as api,
+    ):
+        assert len(running.job_pids) == 2
+        first, second = room_name(), room_name()
+        for name in (first, second):
+            await api.create_room(name)
+        attributes: dict[str, dict[str, str]] = {}
+        with anyio.fail_after(20):
+            while len(attributes) < 2:
+                for name in (first, second):
+                    if found := await agent_attributes(api, name):
+                        attributes[name] = found
+                await anyio.sleep(0.1)
+        pids = {int(a["pid"]) for a in attributes.values()}
+        assert len(pids) == 2  # one job per process
+        assert os.getpid() not in pids
+        assert all(a["userdata"] == a["pid"] for a in attributes.values())  # its own prewarm
+        prewarmed = [int(line) for line in log.read_text().split()]
+        assert len(prewarmed) == len(set(prewarmed))  # once per process
+        assert pids <= set(prewarmed)
+        # Kill the first job's process: that job fails, the other goes on.
+        killed = int(attributes[first]["pid"])
+        os.kill(killed, signal.SIGKILL)
+        await wait_until(lambda: running.jobs_failed == 1)
+        assert running.job_count == 1
+        await wait_until(lambda: killed not in running.job_pids)
+        # The worker serves the next job, in a fresh process.
+        third = room_name()
+        await api.create_room(third)
+        with anyio.fail_after(20):
+            while not (found := await agent_attributes(api, third)):
+                await anyio.sleep(0.1)
+        assert int(found["pid"]) != killed
+        assert running.jobs_started == 3

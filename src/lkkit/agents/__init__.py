@@ -12,11 +12,22 @@ asyncio.run(Worker(entrypoint).run())   # LIVEKIT_URL, LIVEKIT_API_KEY, LIVEKIT_
 ```
 
 Jobs run in-process, as tasks of the worker's event loop, each with an lkkit
-[`Session`][lkkit.Session]. See the agents page of the docs.
+[`Session`][lkkit.Session]; or, with `processes=ProcessPoolOptions(...)`, in prewarmed
+child processes. See the agents page of the docs.
 """
 
 from .._exceptions import ProtocolError, WorkerError
 from ._job import Job, JobContext, JobRequest, JobType
+from ._pool import ProcessPoolOptions
 from ._worker import Worker
 
-__all__ = ["Job", "JobContext", "JobRequest", "JobType", "ProtocolError", "Worker", "WorkerError"]
+__all__ = [
+    "Job",
+    "JobContext",
+    "JobRequest",
+    "JobType",
+    "ProcessPoolOptions",
+    "ProtocolError",
+    "Worker",
+    "WorkerError",
+]

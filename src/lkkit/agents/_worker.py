@@ -36,10 +36,12 @@ from livekit.protocol import agent as proto_agent
 from .._core import TaskOwner
 from .._exceptions import ConfigurationError, LkkitError, SessionStateError, WorkerError
 from .._sdk_compat import warm_up_ffi
-from .._session import ConnectOptions, Session
+from .._session import ConnectOptions
 from .._tokens import Credentials, Grants, Token
 from . import _protocol as wire
 from ._job import Job, JobContext, JobRequest, JobType, _Acceptance, job_type_to_proto
+from ._pool import ProcessPool, ProcessPoolOptions, _ChildConfig
+from ._runner import run_job
 
 __all__ = ["Worker"]
 
@@ -93,6 +95,11 @@ class Worker:
             registered, 503 otherwise; JSON body); `None`: no endpoint; 0: any port.
         health_host: the health endpoint's address (loopback by default).
         reconnect: reconnect with backoff when the server goes away.
+        processes: run jobs in prewarmed child processes
+            ([`ProcessPoolOptions`][lkkit.agents.ProcessPoolOptions]) instead of the
+            worker's event loop; prewarm then runs once in each process. The
+            entrypoint, request handler and prewarm must be importable module-level
+            functions.
     """
 
     def __init__(
@@ -117,6 +124,7 @@ class Worker:
         health_host: str = "127.0.0.1",
         reconnect: bool = True,
         version: str = "",
+        processes: ProcessPoolOptions | None = None,
     ) -> None:
         if not callable(entrypoint):
             raise ConfigurationError("entrypoint must be an async function")
@@ -155,6 +163,8 @@ class Worker:
         self._health_host = health_host
         self._reconnect = reconnect
         self._version = version
+        self._processes = processes
+        self._pool: ProcessPool | None = None
         self._tasks = TaskOwner("worker")
         self._jobs: dict[str, _RunningJob] = {}
         self._reserved: set[str] = set()  # accepted, assignment not yet received
@@ -192,6 +202,16 @@ class Worker:
     def running_jobs(self) -> dict[str, JobContext]:
         """The jobs running now, by job id (those whose session is connected)."""
         return {i: j.context for i, j in self._jobs.items() if j.context is not None}
+
+    @property
+    def job_count(self) -> int:
+        """Jobs assigned and not ended (in-process or in job processes)."""
+        return len(self._jobs)
+
+    @property
+    def job_pids(self) -> list[int]:
+        """The job processes alive now (empty without `processes`)."""
+        return self._pool.pids if self._pool is not None else []
 
     @property
     def load(self) -> float:
@@ -235,9 +255,22 @@ class Worker:
         if self._started:
             raise SessionStateError("a worker can be started once")
         self._started = True
-        # The native library's start-up, paid now rather than by the first job.
-        warm_up_ffi()
-        await self._run_prewarm()
+        if self._processes is not None:
+            self._pool = ProcessPool(
+                self._processes,
+                _ChildConfig(
+                    self._entrypoint,
+                    self._prewarm,
+                    self._prewarm_timeout,
+                    self._shutdown_timeout,
+                    self._connect_options,
+                ),
+            )
+            await self._pool.start()
+        else:
+            # The native library's start-up, paid now rather than by the first job.
+            warm_up_ffi()
+            await self._run_prewarm()
         if self._health_port is not None:
             await self._start_health()
         self._tasks.spawn(self._serve(), name="worker connection")
@@ -286,9 +319,8 @@ class Worker:
             with anyio.move_on_after(self._drain_timeout):
                 while tasks := self._job_tasks():
                     await asyncio.wait(tasks)
-            for job in list(self._jobs.values()):
-                if job.context is not None:
-                    job.context._end("the worker is closing")
+            for job_id in list(self._jobs):
+                self._end_job(job_id, "the worker is closing")
             if tasks := self._job_tasks():
                 await asyncio.wait(tasks)
         finally:
@@ -297,6 +329,8 @@ class Worker:
                 if ws is not None:
                     await ws.close()
                 await self._tasks.aclose()
+                if self._pool is not None:
+                    await self._pool.aclose()
                 if self._health is not None:
                     await self._health.cleanup()
                 self._registered.clear()
@@ -441,12 +475,19 @@ class Worker:
         elif which == "assignment":
             self._assign(message.assignment)
         elif which == "termination":
-            job = self._jobs.get(message.termination.job_id)
-            if job is not None and job.context is not None:
-                job.context._end("terminated by the server")
+            self._end_job(message.termination.job_id, "terminated by the server")
         # pong, register and others need nothing
 
     # -- jobs ----------------------------------------------------------------------------
+
+    def _end_job(self, job_id: str, reason: str) -> None:
+        job = self._jobs.get(job_id)
+        if job is None:
+            return
+        if job.context is not None:
+            job.context._end(reason)
+        elif self._pool is not None:
+            self._pool.shutdown(job_id, reason)
 
     async def _answer(self, request: proto_agent.AvailabilityRequest) -> None:
         job = Job._from_proto(request.job)
@@ -496,85 +537,58 @@ class Worker:
         self._reserved.discard(job.id)
         url = assignment.url or self._url  # the open-source server leaves it empty
         running = _RunningJob()
-        running.task = self._tasks.spawn(
-            self._run_job(job, url, assignment.token, running, time.monotonic()),
-            name=f"job {job.id}",
+        run = (
+            self._run_job(job, url, assignment.token, running, time.monotonic())
+            if self._pool is None
+            else self._run_in_process(job, url, assignment.token)
         )
+        running.task = self._tasks.spawn(run, name=f"job {job.id}")
         self._jobs[job.id] = running
 
     async def _run_job(
         self, job: Job, url: str, token: str, running: _RunningJob, assigned_at: float
     ) -> None:
-        error = ""
         requested_at = self._requested_at.pop(job.id, assigned_at)
-        try:
-            try:
-                session = await Session(url, token, self._connect_options)
-            except LkkitError as exc:
-                error = f"the agent could not join {job.room_name!r}: {exc}"
-                logger.error("job %s: %s", job.id, error)
-                return
-            context = JobContext(
-                job,
-                session,
-                self._userdata,
-                requested_at=requested_at,
-                assigned_at=assigned_at,
-                connected_at=time.monotonic(),
-            )
+
+        async def started(context: JobContext) -> None:
             running.context = context
             self.jobs_started += 1
-            logger.info("job %s started in room %r", job.id, job.room_name)
             await self._send_status()
-            error = await self._until_the_end(context, session)
-            await self._report_end(job, error)
-            await session.aclose()
-            logger.info(
-                "job %s ended: %s%s",
-                job.id,
-                context._ending.reason,
-                f" ({error})" if error else "",
+
+        try:
+            error = await run_job(
+                job,
+                url,
+                token,
+                entrypoint=self._entrypoint,
+                userdata=self._userdata,
+                connect_options=self._connect_options,
+                shutdown_timeout=self._shutdown_timeout,
+                spawn=self._tasks.spawn,
+                requested_at=requested_at,
+                assigned_at=assigned_at,
+                on_started=started,
+                report_end=lambda error: self._report_end(job, error),
             )
-        finally:
             if error:
                 self.jobs_failed += 1
-            if running.context is None:  # never started: report the failure here
-                await self._report_end(job, error or "the job did not start")
+        finally:
             self._jobs.pop(job.id, None)
             await self._send_status()
 
-    async def _until_the_end(self, context: JobContext, session: Session) -> str:
-        """Run the entrypoint until the job ends; run its callbacks; the error text."""
-        entry = self._tasks.spawn(self._entry(context), name=f"entrypoint {context.job.id}")
-        closed = self._tasks.spawn(_on_session_end(session, context), name="job session watch")
+    async def _run_in_process(self, job: Job, url: str, token: str) -> None:
+        assert self._pool is not None
+        self._requested_at.pop(job.id, None)
+        self.jobs_started += 1
         try:
-            await context._ending.event.wait()
+            error = await self._pool.run(
+                job, url, token, report_end=lambda error: self._report_end(job, error)
+            )
+            if error:
+                self.jobs_failed += 1
         finally:
-            closed.cancel()
-        with anyio.CancelScope(shield=True):
-            if not entry.done():
-                with anyio.move_on_after(self._shutdown_timeout):
-                    await asyncio.wait([entry])
-                if not entry.done():
-                    logger.warning(
-                        "job %s: the entrypoint still runs %g s after the job ended; cancelling it",
-                        context.job.id,
-                        self._shutdown_timeout,
-                    )
-                    entry.cancel()
-                    await asyncio.wait([entry])
-            with anyio.move_on_after(self._shutdown_timeout):
-                await context._run_callbacks()
-        return context._ending.error
-
-    async def _entry(self, context: JobContext) -> None:
-        try:
-            await self._entrypoint(context)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            logger.exception("job %s: the entrypoint raised", context.job.id)
-            context._end("the entrypoint raised", error=f"{type(exc).__name__}: {exc}")
+            self._jobs.pop(job.id, None)
+            await self._send_status()
 
     async def _report_end(self, job: Job, error: str) -> None:
         status = proto_agent.JobStatus.JS_FAILED if error else proto_agent.JobStatus.JS_SUCCESS
@@ -585,11 +599,6 @@ class Worker:
             f"<Worker {self._worker_id or '-'} {self._job_type.value} "
             f"agent_name={self._agent_name!r} jobs={len(self._jobs)}>"
         )
-
-
-async def _on_session_end(session: Session, context: JobContext) -> None:
-    reason = await session.wait_closed()
-    context._end(f"the session ended ({reason.value if reason else 'unknown'})")
 
 
 def _credentials_from_env() -> Credentials:
