@@ -17,7 +17,8 @@ The pytest plugin is registered automatically when lkkit is installed; it gives 
 # `TYPE_CHECKING` imports, to `_EXPORTS` and to `__all__`.
 
 import typing as _typing
-from importlib import import_module as _import_module
+
+from .._lazy import lazy_exports as _lazy_exports
 
 if _typing.TYPE_CHECKING:
     from ._binary import (
@@ -61,19 +62,7 @@ __all__ = [
 ]
 
 
-def _load_export(name: str) -> object:
-    """Import `name` from its private module on first use, then keep it in the namespace."""
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(_import_module(module, __name__), name)
-    globals()[name] = value  # later lookups do not come back here
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
-
+_load_export, __dir__ = _lazy_exports(__name__, _EXPORTS, globals(), __all__)
 
 if not _typing.TYPE_CHECKING:
     # Hidden from type checkers: they see the real imports above, and a module-level
