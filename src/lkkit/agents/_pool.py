@@ -232,6 +232,7 @@ def _child_main(connection: multiprocessing.connection.Connection, config: _Chil
 
 async def _child(connection: multiprocessing.connection.Connection, config: _ChildConfig) -> None:
     from .._core import TaskOwner
+    from .._sdk_compat import warm_up_ffi
     from ._runner import run_job
 
     loop = asyncio.get_running_loop()
@@ -245,6 +246,8 @@ async def _child(connection: multiprocessing.connection.Connection, config: _Chi
             inbox.put_nowait(None)
 
     loop.add_reader(connection.fileno(), readable)
+    # The native library's start-up, paid before the process is ready, not by its job.
+    warm_up_ffi()
     try:
         userdata = await _prewarm(config)
     except Exception as exc:
