@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import logging
 import multiprocessing
 import multiprocessing.connection
@@ -233,7 +232,7 @@ def _child_main(connection: multiprocessing.connection.Connection, config: _Chil
 async def _child(connection: multiprocessing.connection.Connection, config: _ChildConfig) -> None:
     from .._core import TaskOwner
     from .._sdk_compat import warm_up_ffi
-    from ._runner import run_job
+    from ._runner import run_job, run_prewarm
 
     loop = asyncio.get_running_loop()
     inbox: asyncio.Queue[tuple[Any, ...] | None] = asyncio.Queue()
@@ -249,9 +248,9 @@ async def _child(connection: multiprocessing.connection.Connection, config: _Chi
     # The native library's start-up, paid before the process is ready, not by its job.
     warm_up_ffi()
     try:
-        userdata = await _prewarm(config)
-    except Exception as exc:
-        connection.send(("ready", f"prewarm failed: {exc!r}"))
+        userdata = await run_prewarm(config.prewarm, config.prewarm_timeout)
+    except WorkerError as exc:
+        connection.send(("ready", str(exc)))
         return
     connection.send(("ready", ""))
     tasks = TaskOwner("job process")
@@ -307,14 +306,3 @@ async def _child(connection: multiprocessing.connection.Connection, config: _Chi
         context._end("the job process is closing")
     await tasks.wait(config.shutdown_timeout * 2 + _ACK_TIMEOUT_S)
     await tasks.aclose()
-
-
-async def _prewarm(config: _ChildConfig) -> Any:
-    prewarm = config.prewarm
-    if prewarm is None:
-        return None
-    with anyio.fail_after(config.prewarm_timeout):
-        if inspect.iscoroutinefunction(prewarm):
-            return await prewarm()
-        result = await anyio.to_thread.run_sync(prewarm, abandon_on_cancel=True)
-        return await result if inspect.isawaitable(result) else result

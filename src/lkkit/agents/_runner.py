@@ -5,22 +5,44 @@ join, run the entrypoint until the job ends, run the shutdown callbacks, report 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
+import anyio.to_thread
 
-from .._exceptions import LkkitError
+from .._exceptions import LkkitError, WorkerError
 from .._session import ConnectOptions, Session
 from ._job import Job, JobContext
 
-__all__ = ["run_job"]
+__all__ = ["run_job", "run_prewarm"]
 
 logger = logging.getLogger("lkkit.agents")
 
 Spawn = Callable[..., "asyncio.Task[Any]"]
+
+
+async def run_prewarm(prewarm: Callable[[], Any] | None, seconds: float) -> Any:
+    """Run `prewarm` (sync in a thread, or async) within `seconds`; its result.
+
+    Raises:
+        WorkerError: it raised or took longer than `seconds`.
+    """
+    if prewarm is None:
+        return None
+    try:
+        with anyio.fail_after(seconds):
+            if inspect.iscoroutinefunction(prewarm):
+                return await prewarm()
+            result = await anyio.to_thread.run_sync(prewarm, abandon_on_cancel=True)
+            return await result if inspect.isawaitable(result) else result
+    except TimeoutError as exc:
+        raise WorkerError(f"prewarm took longer than {seconds:g} s") from exc
+    except Exception as exc:
+        raise WorkerError(f"prewarm failed: {exc!r}") from exc
 
 
 async def run_job(
@@ -102,19 +124,16 @@ async def _until_the_end(
     return context._ending.error
 
 
-def _entry(
+async def _entry(
     entrypoint: Callable[[JobContext], Awaitable[object]], context: JobContext
-) -> Coroutine[Any, Any, None]:
-    async def run() -> None:
-        try:
-            await entrypoint(context)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            logger.exception("job %s: the entrypoint raised", context.job.id)
-            context._end("the entrypoint raised", error=f"{type(exc).__name__}: {exc}")
-
-    return run()
+) -> None:
+    try:
+        await entrypoint(context)
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        logger.exception("job %s: the entrypoint raised", context.job.id)
+        context._end("the entrypoint raised", error=f"{type(exc).__name__}: {exc}")
 
 
 async def _on_session_end(session: Session, context: JobContext) -> None:

@@ -29,7 +29,6 @@ from typing import Any
 
 import aiohttp
 import anyio
-import anyio.to_thread
 from aiohttp import web
 from livekit.protocol import agent as proto_agent
 
@@ -41,7 +40,7 @@ from .._tokens import Credentials, Grants, Token
 from . import _protocol as wire
 from ._job import Job, JobContext, JobRequest, JobType, _Acceptance, job_type_to_proto
 from ._pool import ProcessPool, ProcessPoolOptions, _ChildConfig
-from ._runner import run_job
+from ._runner import run_job, run_prewarm
 
 __all__ = ["Worker"]
 
@@ -270,7 +269,7 @@ class Worker:
         else:
             # The native library's start-up, paid now rather than by the first job.
             warm_up_ffi()
-            await self._run_prewarm()
+            self._userdata = await run_prewarm(self._prewarm, self._prewarm_timeout)
         if self._health_port is not None:
             await self._start_health()
         self._tasks.spawn(self._serve(), name="worker connection")
@@ -340,22 +339,6 @@ class Worker:
         return [j.task for j in self._jobs.values() if j.task is not None]
 
     # -- prewarm and health --------------------------------------------------------------
-
-    async def _run_prewarm(self) -> None:
-        prewarm = self._prewarm
-        if prewarm is None:
-            return
-        try:
-            with anyio.fail_after(self._prewarm_timeout):
-                if inspect.iscoroutinefunction(prewarm):
-                    self._userdata = await prewarm()
-                else:
-                    result = await anyio.to_thread.run_sync(prewarm, abandon_on_cancel=True)
-                    self._userdata = await result if inspect.isawaitable(result) else result
-        except TimeoutError as exc:
-            raise WorkerError(f"prewarm took longer than {self._prewarm_timeout:g} s") from exc
-        except Exception as exc:
-            raise WorkerError(f"prewarm failed: {exc!r}") from exc
 
     async def _start_health(self) -> None:
         app = web.Application()
