@@ -208,32 +208,54 @@ async def _baseline_dispatch(
     return out
 
 
-def _startup_seconds(server: LocalLiveKitServer) -> float:
+def _startup_seconds(
+    server: LocalLiveKitServer, argv: list[str], markers: tuple[bytes, ...]
+) -> list[float]:
+    """Seconds from process start to each marker's first log line, in order."""
     env = {
         **os.environ,
         "LIVEKIT_URL": server.url,
         "LIVEKIT_API_KEY": server.api_key,
         "LIVEKIT_API_SECRET": server.api_secret,
     }
-    (Path("/tmp") / "lkkit_bench_noop.py").write_text("async def entrypoint(ctx):\n    pass\n")
     start = time.monotonic()
     process = subprocess.Popen(
-        [sys.executable, "-m", "lkkit", "agent", "run", "lkkit_bench_noop:entrypoint"],
-        cwd="/tmp",
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
+        argv, cwd="/tmp", env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
     )
     assert process.stdout is not None
+    seen: list[float] = []
     try:
         for line in process.stdout:
-            if b"registered" in line:
-                return time.monotonic() - start
-        raise RuntimeError("the worker exited before it registered")
+            if markers[len(seen)] in line:
+                seen.append(time.monotonic() - start)
+                if len(seen) == len(markers):
+                    return seen
+        raise RuntimeError(f"{argv[0]} exited before it logged {markers[len(seen)]!r}")
     finally:
         process.terminate()
         process.wait()
         process.stdout.close()
+
+
+def _startup(server: LocalLiveKitServer, repeats: int) -> tuple[float, float, float | None]:
+    """Median seconds: lkkit to registered, lkkit to ready (SDK loaded), and
+    livekit-agents to registered (None without its virtualenv)."""
+    (Path("/tmp") / "lkkit_bench_noop.py").write_text("async def entrypoint(ctx):\n    pass\n")
+    lkkit_argv = [sys.executable, "-m", "lkkit", "agent", "run", "lkkit_bench_noop:entrypoint"]
+    runs = [_startup_seconds(server, lkkit_argv, (b"registered", b"ready")) for _ in range(repeats)]
+    baseline = None
+    if BASELINE_PYTHON.exists():
+        script = Path("/tmp") / "lkkit_bench_minimal_agent.py"
+        script.write_text(_BASELINE_AGENT)
+        argv = [str(BASELINE_PYTHON), str(script)]
+        baseline = statistics.median(
+            _startup_seconds(server, argv, (b"registered worker",))[0] for _ in range(repeats)
+        )
+    return (
+        statistics.median(r[0] for r in runs),
+        statistics.median(r[1] for r in runs),
+        baseline,
+    )
 
 
 async def _memory(server: LocalLiveKitServer) -> dict[int, tuple[float, float]]:
@@ -344,7 +366,7 @@ async def main(server: LocalLiveKitServer, quick: bool) -> None:
             f"{rooms - len(base['entry'])} of {rooms} rooms got no agent"
         )
 
-    startup = statistics.median(_startup_seconds(server) for _ in range(3 if quick else 5))
+    startup, ready, baseline_startup = _startup(server, 3 if quick else 5)
     memory = await _memory(server)
     per_job_pss = (memory[50][0] - memory[1][0]) / 49
     per_job_rss = (memory[50][1] - memory[1][1]) / 49
@@ -353,11 +375,29 @@ async def main(server: LocalLiveKitServer, quick: bool) -> None:
         "Agents: start-up, memory, load",
         [
             Comparison("process start -> registered", "s", startup, 0.5, "goal", "<= 1.0"),
+            *(
+                [
+                    Comparison(
+                        "process start -> registered",
+                        "s",
+                        startup,
+                        baseline_startup,
+                        "livekit-agents 1.8.9",
+                        "<= 1.0",
+                    )
+                ]
+                if baseline_startup is not None
+                else []
+            ),
             Comparison(
                 "PSS per extra in-process job", "MiB", per_job_pss, 8.0, "goal 8 MiB", "<= 1.0"
             ),
             Comparison("jobs dropped, one core busy", "jobs", dropped, rooms, "rooms created", "0"),
         ],
+    )
+    print(
+        f"  process start -> ready (SDK and native library loaded, in a thread while "
+        f"registering): {ready:.2f} s"
     )
     print(
         f"  memory (PSS / RSS MiB): 1 job {memory[1][0]:.0f} / {memory[1][1]:.0f}, "

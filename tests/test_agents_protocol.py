@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import contextlib
+import hashlib
 import subprocess
 import sys
 
@@ -14,6 +17,7 @@ from livekit.protocol import agent as proto_agent
 import lkkit
 from lkkit.agents import Job, JobRequest, JobType, ProcessPoolOptions
 from lkkit.agents import _protocol as wire
+from lkkit.agents import _websocket as websocket
 
 
 def worker_message(frame: bytes) -> proto_agent.WorkerMessage:
@@ -117,3 +121,105 @@ def test_lkkit_agent_run_refuses_a_bad_target() -> None:
     assert result.returncode == 2
     assert b"MODULE:ENTRYPOINT" in result.stderr
     assert b"s" * 32 not in result.stderr + result.stdout
+
+
+# -- the worker's token, WebSocket client and imports -----------------------------------
+
+
+def test_the_registration_token_is_an_agent_grant_without_room_or_identity() -> None:
+    credentials = lkkit.Credentials(api_key="worker-key", api_secret="s" * 32)
+    token = lkkit.Token.verify(wire.registration_token("worker-key", "s" * 32), credentials)
+    assert token.grants.agent
+    assert (token.identity, token.grants.room, token.grants.room_join) == ("", None, False)
+    other = lkkit.Credentials(api_key="worker-key", api_secret="t" * 32)
+    with pytest.raises(lkkit.TokenSignatureInvalid):
+        lkkit.Token.verify(wire.registration_token("worker-key", "s" * 32), other)
+
+
+def test_a_worker_registers_before_the_sdk_pydantic_or_aiohttp_are_imported() -> None:
+    # What `lkkit agent run` imports before it registers; the rest loads afterwards,
+    # in a thread (worker start-up goal: 0.5 s, and these take over a second).
+    code = (
+        "import sys, lkkit, lkkit.agents, lkkit.cli\n"
+        "from lkkit.agents import _protocol as wire\n"
+        "wire.registration_token('k', 's')\n"
+        "lkkit.Credentials.from_env\n"
+        "heavy = ('aiohttp', 'livekit.rtc', 'livekit.api', 'pydantic', 'jwt', 'numpy')\n"
+        "print(sorted(m for m in heavy if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+async def _serve_websocket(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, frames: list[bytes]
+) -> bytes:
+    """Answer the handshake, send `frames` raw, then return the client's first frame's
+    (unmasked) payload and send a close."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    key = next(
+        line.split(b":", 1)[1].strip()
+        for line in head.split(b"\r\n")
+        if line.lower().startswith(b"sec-websocket-key:")
+    )
+    accept = base64.b64encode(hashlib.sha1(key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest())
+    writer.write(
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+        b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept + b"\r\n\r\n"
+    )
+    for frame in frames:
+        writer.write(frame)
+    await writer.drain()
+    _, second = await reader.readexactly(2)
+    mask = await reader.readexactly(4)
+    payload = await reader.readexactly(second & 0x7F)
+    writer.write(b"\x88\x02\x03\xe8")  # close, 1000
+    await writer.drain()
+    return bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+
+@pytest.mark.anyio
+async def test_the_websocket_client_reassembles_fragments_and_answers_pings() -> None:
+    received: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+    frames = [
+        b"\x89\x01p",  # ping "p": the client must answer pong "p"
+        b"\x02\x02ab",  # binary "ab", not final
+        b"\x80\x02cd",  # continuation "cd", final
+        b"\x81\x02hi",  # text "hi"
+    ]
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        received.set_result(await _serve_websocket(reader, writer, frames))
+        await reader.read()  # the client closes its end
+        writer.close()
+        await writer.wait_closed()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    async with server:
+        ws = await websocket.connect(f"ws://127.0.0.1:{port}/agent", {"X-Test": "1"})
+        assert await ws.receive() == b"abcd"
+        assert await ws.receive() == "hi"
+        assert await asyncio.wait_for(received, 5) == b"p"  # the pong, unmasked
+        assert await ws.receive() is None  # the server's close
+        assert ws.closed
+        with pytest.raises(websocket.WebSocketError):
+            await ws.send(b"late")
+
+
+@pytest.mark.anyio
+async def test_a_refused_websocket_handshake_names_the_status() -> None:
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 13\r\n\r\ninvalid token")
+        await writer.drain()
+        writer.close()
+        await writer.wait_closed()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    async with server:
+        with pytest.raises(websocket.WebSocketError, match="401 Unauthorized: invalid token"):
+            await websocket.connect(f"ws://127.0.0.1:{port}/agent", {})
+    with pytest.raises(websocket.WebSocketError, match="not a WebSocket URL"):
+        await websocket.connect("http://127.0.0.1/agent", {})

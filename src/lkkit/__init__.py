@@ -36,6 +36,7 @@ if _typing.TYPE_CHECKING:
         sine_tone,
     )
     from ._chunking import MAX_PACKET_BYTES
+    from ._credentials import Credentials
     from ._data import (
         LOSSY_MTU_BYTES,
         MAX_TOPIC_BYTES,
@@ -139,7 +140,7 @@ if _typing.TYPE_CHECKING:
     )
     from ._session import ConnectOptions, Session, ShutdownCallback, connect
     from ._subscription import OverflowPolicy, Subscription
-    from ._tokens import Credentials, Grants, RoomAgent, Token
+    from ._tokens import Grants, RoomAgent, Token
     from ._types import (
         ConnectionQuality,
         ConnectionState,
@@ -271,7 +272,7 @@ _EXPORTS: dict[str, str] = {
     "Session": "._session",
     "ShutdownCallback": "._session",
     "connect": "._session",
-    "Credentials": "._tokens",
+    "Credentials": "._credentials",
     "Grants": "._tokens",
     "Token": "._tokens",
     "ConnectionQuality": "._types",

@@ -48,13 +48,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
-
-from livekit import api, rtc
-from livekit.rtc import data_stream as _rtc_data_stream
-from livekit.rtc import data_track as _rtc_data_track
-from livekit.rtc import participant as _rtc_participant
-from livekit.rtc import platform_audio as _rtc_platform_audio
-from livekit.rtc import rpc as _rtc_rpc
+from functools import cache
 
 __all__ = [
     "AudioError",
@@ -312,24 +306,31 @@ _UNREACHABLE = re.compile(
 )
 _TIMEOUT = re.compile(r"timed? ?out|timeout|elapsed", re.I)
 
+
 # Every exception class the SDK defines, and what it becomes. A test walks the SDK's
-# modules and fails when a class is missing here.
-SDK_EXCEPTION_MAP: dict[type[BaseException], type[LkkitError]] = {
-    rtc.ConnectError: ConnectError,
-    _rtc_participant.PublishDataError: PublishError,
-    _rtc_participant.PublishTrackError: PublishError,
-    _rtc_participant.UnpublishTrackError: PublishError,
-    _rtc_participant.PublishDTMFError: PublishError,
-    _rtc_participant.PublishTranscriptionError: PublishError,
-    _rtc_participant.PublishDataTrackError: PublishError,
-    _rtc_rpc.RpcError: RemoteCallError,
-    _rtc_data_stream.StreamError: StreamError,
-    _rtc_data_track.SubscribeDataTrackError: StreamError,
-    _rtc_data_track.PushFrameError: PublishError,
-    _rtc_platform_audio.PlatformAudioError: AudioError,
-    api.ServerError: ServerApiError,
-    api.SipCallError: ServerApiError,
-}
+# modules and fails when a class is missing here. Built on first use: importing the
+# SDK costs half a second, and an agent worker registers before it pays that.
+@cache
+def sdk_exception_map() -> dict[type[BaseException], type[LkkitError]]:
+    from livekit import api, rtc
+    from livekit.rtc import data_stream, data_track, participant, platform_audio, rpc
+
+    return {
+        rtc.ConnectError: ConnectError,
+        participant.PublishDataError: PublishError,
+        participant.PublishTrackError: PublishError,
+        participant.UnpublishTrackError: PublishError,
+        participant.PublishDTMFError: PublishError,
+        participant.PublishTranscriptionError: PublishError,
+        participant.PublishDataTrackError: PublishError,
+        rpc.RpcError: RemoteCallError,
+        data_stream.StreamError: StreamError,
+        data_track.SubscribeDataTrackError: StreamError,
+        data_track.PushFrameError: PublishError,
+        platform_audio.PlatformAudioError: AudioError,
+        api.ServerError: ServerApiError,
+        api.SipCallError: ServerApiError,
+    }
 
 
 # The server echoes a rejected token in its error text; keep credentials out of logs.
@@ -349,11 +350,13 @@ def _connect_error(message: str) -> ConnectError:
 
 def translate(exc: BaseException) -> LkkitError | None:
     """The lkkit exception for an SDK exception, or `None` when it is not the SDK's."""
+    from livekit import api, rtc
+
     if isinstance(exc, rtc.ConnectError):
         return _connect_error(exc.message)
     if isinstance(exc, api.ServerError):
         return ServerApiError(f"{exc.code}: {exc.message}", status=exc.status, code=exc.code)
-    for sdk_type, lkkit_type in SDK_EXCEPTION_MAP.items():
+    for sdk_type, lkkit_type in sdk_exception_map().items():
         if isinstance(exc, sdk_type):
             message = getattr(exc, "message", None) or str(exc) or sdk_type.__name__
             return lkkit_type(message)

@@ -15,29 +15,24 @@ problem is an lkkit [`TokenError`][lkkit.TokenError], never a pydantic
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import cache
 from typing import TYPE_CHECKING, Any, ClassVar, Final
 
-import jwt as pyjwt
-from jwt import exceptions as jwt_errors
-from livekit import api
-from livekit.api.access_token import DEFAULT_LEEWAY, DEFAULT_TTL, Claims
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
     ValidationError,
-    ValidationInfo,
     field_serializer,
     field_validator,
     model_validator,
 )
 
+from ._credentials import Credentials
 from ._exceptions import (
-    InvalidCredentials,
     InvalidGrant,
     TokenError,
     TokenExpired,
@@ -48,7 +43,16 @@ from ._exceptions import (
 from ._types import ParticipantKind, TrackSource
 
 if TYPE_CHECKING:
+    from jwt import exceptions as jwt_errors
+    from livekit import api
+    from livekit.api.access_token import Claims
     from typing_extensions import Self
+
+# livekit-api's defaults (a test checks they still are); livekit-api and PyJWT are
+# imported when a token is signed or verified, not with this module (an agent worker
+# registers before it pays for them).
+DEFAULT_TTL: Final = timedelta(hours=6)
+DEFAULT_LEEWAY: Final = timedelta(minutes=1)
 
 __all__ = ["DEFAULT_LEEWAY", "DEFAULT_TTL", "Credentials", "Grants", "Token", "join_token"]
 
@@ -63,25 +67,31 @@ _KIND_CLAIM: Final[dict[ParticipantKind, api.AccessToken.ParticipantKind]] = {
 }
 _PUBLISH_SOURCES: Final = tuple(s for s in TrackSource if s is not TrackSource.UNKNOWN)
 
+
 # How a PyJWT failure (raised through `TokenVerifier`) reads in lkkit. Looked up along
 # the exception's MRO; a test fails when PyJWT defines a token error missing here.
-_VERIFICATION_ERRORS: Final[dict[type[jwt_errors.PyJWTError], type[TokenVerificationError]]] = {
-    jwt_errors.ExpiredSignatureError: TokenExpired,
-    jwt_errors.InvalidSignatureError: TokenSignatureInvalid,
-    jwt_errors.InvalidIssuerError: TokenSignatureInvalid,
-    jwt_errors.InvalidAlgorithmError: TokenSignatureInvalid,
-    # `nbf` or `iat` in the future: valid later, neither expired nor malformed.
-    jwt_errors.ImmatureSignatureError: TokenVerificationError,
-    jwt_errors.DecodeError: TokenMalformed,
-    jwt_errors.MissingRequiredClaimError: TokenMalformed,
-    jwt_errors.InvalidIssuedAtError: TokenMalformed,
-    jwt_errors.InvalidAudienceError: TokenMalformed,
-    jwt_errors.InvalidSubjectError: TokenMalformed,
-    jwt_errors.InvalidJTIError: TokenMalformed,
-    jwt_errors.InvalidKeyError: TokenMalformed,
-    jwt_errors.InvalidTokenError: TokenMalformed,
-    jwt_errors.PyJWTError: TokenMalformed,
-}
+@cache
+def verification_errors() -> dict[type[jwt_errors.PyJWTError], type[TokenVerificationError]]:
+    from jwt import exceptions as jwt_errors
+
+    return {
+        jwt_errors.ExpiredSignatureError: TokenExpired,
+        jwt_errors.InvalidSignatureError: TokenSignatureInvalid,
+        jwt_errors.InvalidIssuerError: TokenSignatureInvalid,
+        jwt_errors.InvalidAlgorithmError: TokenSignatureInvalid,
+        # `nbf` or `iat` in the future: valid later, neither expired nor malformed.
+        jwt_errors.ImmatureSignatureError: TokenVerificationError,
+        jwt_errors.DecodeError: TokenMalformed,
+        jwt_errors.MissingRequiredClaimError: TokenMalformed,
+        jwt_errors.InvalidIssuedAtError: TokenMalformed,
+        jwt_errors.InvalidAudienceError: TokenMalformed,
+        jwt_errors.InvalidSubjectError: TokenMalformed,
+        jwt_errors.InvalidJTIError: TokenMalformed,
+        jwt_errors.InvalidKeyError: TokenMalformed,
+        jwt_errors.InvalidTokenError: TokenMalformed,
+        jwt_errors.PyJWTError: TokenMalformed,
+    }
+
 
 _VERIFICATION_MESSAGES: Final[dict[type[TokenVerificationError], str]] = {
     TokenExpired: "the token has expired",
@@ -98,9 +108,8 @@ _MINT_ATTEMPTS: Final = 3
 
 
 def _verification_error(exc: jwt_errors.PyJWTError) -> TokenVerificationError:
-    lkkit_type = next(
-        _VERIFICATION_ERRORS[klass] for klass in type(exc).__mro__ if klass in _VERIFICATION_ERRORS
-    )
+    errors = verification_errors()
+    lkkit_type = next(errors[klass] for klass in type(exc).__mro__ if klass in errors)
     return lkkit_type(f"{_VERIFICATION_MESSAGES[lkkit_type]} ({str(exc) or type(exc).__name__})")
 
 
@@ -185,54 +194,6 @@ class _FrozenMap(Mapping[str, str]):
 
 
 # -- credentials -------------------------------------------------------------------------
-
-
-class Credentials(_Value):
-    """The API key and secret of a LiveKit server (or project), which sign tokens.
-
-    ```python
-    credentials = Credentials(api_key="devkey", api_secret="secret")
-    credentials = Credentials.from_env()  # LIVEKIT_API_KEY, LIVEKIT_API_SECRET
-    ```
-
-    Immutable. The secret never shows in `repr()` or `str()`. A secret shorter than
-    32 bytes (like the development server's `secret`) works, but PyJWT warns about it
-    (`jwt.InsecureKeyLengthWarning`) on every signature and verification.
-
-    Raises:
-        InvalidCredentials: when the key or the secret is empty.
-    """
-
-    _error: ClassVar[type[TokenError]] = InvalidCredentials
-
-    api_key: str
-    """The API key; it is the `iss` claim of the tokens it signs."""
-    api_secret: str = Field(repr=False)
-    """The API secret: the HMAC key of the tokens' signature."""
-
-    @field_validator("api_key", "api_secret")
-    @classmethod
-    def _not_empty(cls, value: str, info: ValidationInfo) -> str:
-        if not value:
-            raise InvalidCredentials(f"{info.field_name} must not be empty")
-        return value
-
-    @classmethod
-    def from_env(
-        cls, *, key_var: str = "LIVEKIT_API_KEY", secret_var: str = "LIVEKIT_API_SECRET"
-    ) -> Credentials:
-        """Read the credentials from environment variables.
-
-        This is the only place lkkit reads the environment.
-
-        Raises:
-            InvalidCredentials: when a variable is unset or empty.
-        """
-        values = {name: os.environ.get(name, "") for name in (key_var, secret_var)}
-        missing = [name for name, value in values.items() if not value]
-        if missing:
-            raise InvalidCredentials(f"environment variable(s) not set: {', '.join(missing)}")
-        return cls(api_key=values[key_var], api_secret=values[secret_var])
 
 
 # -- grants ------------------------------------------------------------------------------
@@ -341,6 +302,8 @@ class Grants(_Value):
         return self
 
     def _video_grants(self) -> api.VideoGrants:
+        from livekit import api
+
         # False becomes None, which livekit-api leaves out of the JWT; the server reads
         # an absent flag as false (and an absent canPublish* as true: those are kept).
         return api.VideoGrants(
@@ -366,6 +329,8 @@ class Grants(_Value):
 
     @classmethod
     def _from_claims(cls, claims: Claims) -> Grants:
+        from livekit import api
+
         video = claims.video or api.VideoGrants()
         values: dict[str, object] = {
             name: getattr(video, name)
@@ -413,6 +378,8 @@ class RoomAgent:
             raise InvalidGrant("agent dispatch metadata must be a str")
 
     def _to_api(self) -> api.RoomAgentDispatch:
+        from livekit import api
+
         return api.RoomAgentDispatch(agent_name=self.agent_name, metadata=self.metadata)
 
 
@@ -487,6 +454,9 @@ class Token(_Value):
 
     def sign(self, credentials: Credentials) -> str:
         """Sign the token with `credentials`: the JWT, valid from now for `ttl`."""
+        import jwt as pyjwt
+        from livekit import api
+
         builder = (
             api.AccessToken(credentials.api_key, credentials.api_secret)
             .with_identity(self.identity)
@@ -528,6 +498,10 @@ class Token(_Value):
             TokenMalformed: when it is not a JWT, or its claims are not claims a
                 `Token` can hold.
         """
+        import jwt as pyjwt
+        from jwt import exceptions as jwt_errors
+        from livekit import api
+
         verifier = api.TokenVerifier(credentials.api_key, credentials.api_secret, leeway=leeway)
         try:
             claims = verifier.verify(jwt)

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping, Sequence
-from typing import Any, TypeVar
+from functools import cache
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
-from livekit import rtc
+if TYPE_CHECKING:
+    from livekit import rtc
 
 __all__ = [
     "ConnectionQuality",
@@ -127,41 +129,6 @@ class DataReliability(str, enum.Enum):
 
 _E = TypeVar("_E", bound=enum.Enum)
 
-_TRACK_SOURCE = {
-    rtc.TrackSource.SOURCE_UNKNOWN: TrackSource.UNKNOWN,
-    rtc.TrackSource.SOURCE_CAMERA: TrackSource.CAMERA,
-    rtc.TrackSource.SOURCE_MICROPHONE: TrackSource.MICROPHONE,
-    rtc.TrackSource.SOURCE_SCREENSHARE: TrackSource.SCREEN_SHARE,
-    rtc.TrackSource.SOURCE_SCREENSHARE_AUDIO: TrackSource.SCREEN_SHARE_AUDIO,
-}
-_TRACK_SOURCE_TO_SDK = {v: k for k, v in _TRACK_SOURCE.items()}
-_TRACK_KIND = {
-    rtc.TrackKind.KIND_UNKNOWN: TrackKind.UNKNOWN,
-    rtc.TrackKind.KIND_AUDIO: TrackKind.AUDIO,
-    rtc.TrackKind.KIND_VIDEO: TrackKind.VIDEO,
-}
-_CONNECTION_STATE = {
-    rtc.ConnectionState.CONN_DISCONNECTED: ConnectionState.DISCONNECTED,
-    rtc.ConnectionState.CONN_CONNECTED: ConnectionState.CONNECTED,
-    rtc.ConnectionState.CONN_RECONNECTING: ConnectionState.RECONNECTING,
-}
-_CONNECTION_QUALITY = {
-    rtc.ConnectionQuality.QUALITY_UNKNOWN: ConnectionQuality.UNKNOWN,
-    rtc.ConnectionQuality.QUALITY_POOR: ConnectionQuality.POOR,
-    rtc.ConnectionQuality.QUALITY_GOOD: ConnectionQuality.GOOD,
-    rtc.ConnectionQuality.QUALITY_EXCELLENT: ConnectionQuality.EXCELLENT,
-    rtc.ConnectionQuality.QUALITY_LOST: ConnectionQuality.LOST,
-}
-_STREAM_STATE = {
-    rtc.StreamState.STATE_UNKNOWN: StreamState.UNKNOWN,
-    rtc.StreamState.STATE_ACTIVE: StreamState.ACTIVE,
-    rtc.StreamState.STATE_PAUSED: StreamState.PAUSED,
-}
-_DATA_KIND = {
-    rtc.DataPacketKind.KIND_LOSSY: DataReliability.LOSSY,
-    rtc.DataPacketKind.KIND_RELIABLE: DataReliability.RELIABLE,
-}
-
 
 def _by_suffix(
     sdk_items: Sequence[tuple[str, int]], prefix: str, target: type[_E]
@@ -170,13 +137,73 @@ def _by_suffix(
     return {value: target(name.removeprefix(prefix).lower()) for name, value in sdk_items}
 
 
-_PARTICIPANT_KIND = _by_suffix(rtc.ParticipantKind.items(), "PARTICIPANT_KIND_", ParticipantKind)
-# UNKNOWN_REASON is the one name that is not the lkkit name upper-cased.
-_DISCONNECT_REASON = {
-    value: DisconnectReason.UNKNOWN if name == "UNKNOWN_REASON" else DisconnectReason(name.lower())
-    for name, value in rtc.DisconnectReason.items()
-}
-_ENCRYPTION_STATE = _by_suffix(rtc.EncryptionState.items(), "", EncryptionState)
+class _SdkTables(NamedTuple):
+    track_source: dict[rtc.TrackSource.ValueType, TrackSource]
+    track_source_to_sdk: dict[TrackSource, rtc.TrackSource.ValueType]
+    track_kind: dict[int, TrackKind]
+    connection_state: dict[int, ConnectionState]
+    connection_quality: dict[int, ConnectionQuality]
+    stream_state: dict[int, StreamState]
+    data_kind: dict[int, DataReliability]
+    participant_kind: dict[int, ParticipantKind]
+    disconnect_reason: dict[int, DisconnectReason]
+    encryption_state: dict[int, EncryptionState]
+
+
+@cache
+def _sdk() -> _SdkTables:
+    # Built on first use: the enums above are importable without the SDK (an agent
+    # worker registers before it imports the SDK).
+    from livekit import rtc
+
+    track_source = {
+        rtc.TrackSource.SOURCE_UNKNOWN: TrackSource.UNKNOWN,
+        rtc.TrackSource.SOURCE_CAMERA: TrackSource.CAMERA,
+        rtc.TrackSource.SOURCE_MICROPHONE: TrackSource.MICROPHONE,
+        rtc.TrackSource.SOURCE_SCREENSHARE: TrackSource.SCREEN_SHARE,
+        rtc.TrackSource.SOURCE_SCREENSHARE_AUDIO: TrackSource.SCREEN_SHARE_AUDIO,
+    }
+    return _SdkTables(
+        track_source=track_source,
+        track_source_to_sdk={v: k for k, v in track_source.items()},
+        track_kind={
+            rtc.TrackKind.KIND_UNKNOWN: TrackKind.UNKNOWN,
+            rtc.TrackKind.KIND_AUDIO: TrackKind.AUDIO,
+            rtc.TrackKind.KIND_VIDEO: TrackKind.VIDEO,
+        },
+        connection_state={
+            rtc.ConnectionState.CONN_DISCONNECTED: ConnectionState.DISCONNECTED,
+            rtc.ConnectionState.CONN_CONNECTED: ConnectionState.CONNECTED,
+            rtc.ConnectionState.CONN_RECONNECTING: ConnectionState.RECONNECTING,
+        },
+        connection_quality={
+            rtc.ConnectionQuality.QUALITY_UNKNOWN: ConnectionQuality.UNKNOWN,
+            rtc.ConnectionQuality.QUALITY_POOR: ConnectionQuality.POOR,
+            rtc.ConnectionQuality.QUALITY_GOOD: ConnectionQuality.GOOD,
+            rtc.ConnectionQuality.QUALITY_EXCELLENT: ConnectionQuality.EXCELLENT,
+            rtc.ConnectionQuality.QUALITY_LOST: ConnectionQuality.LOST,
+        },
+        stream_state={
+            rtc.StreamState.STATE_UNKNOWN: StreamState.UNKNOWN,
+            rtc.StreamState.STATE_ACTIVE: StreamState.ACTIVE,
+            rtc.StreamState.STATE_PAUSED: StreamState.PAUSED,
+        },
+        data_kind={
+            rtc.DataPacketKind.KIND_LOSSY: DataReliability.LOSSY,
+            rtc.DataPacketKind.KIND_RELIABLE: DataReliability.RELIABLE,
+        },
+        participant_kind=_by_suffix(
+            rtc.ParticipantKind.items(), "PARTICIPANT_KIND_", ParticipantKind
+        ),
+        # UNKNOWN_REASON is the one name that is not the lkkit name upper-cased.
+        disconnect_reason={
+            value: DisconnectReason.UNKNOWN
+            if name == "UNKNOWN_REASON"
+            else DisconnectReason(name.lower())
+            for name, value in rtc.DisconnectReason.items()
+        },
+        encryption_state=_by_suffix(rtc.EncryptionState.items(), "", EncryptionState),
+    )
 
 
 def _lookup(table: Mapping[Any, _E], value: int, default: _E) -> _E:
@@ -185,40 +212,40 @@ def _lookup(table: Mapping[Any, _E], value: int, default: _E) -> _E:
 
 
 def track_source_from_sdk(value: int) -> TrackSource:
-    return _lookup(_TRACK_SOURCE, value, TrackSource.UNKNOWN)
+    return _lookup(_sdk().track_source, value, TrackSource.UNKNOWN)
 
 
 def track_source_to_sdk(value: TrackSource) -> rtc.TrackSource.ValueType:
-    return _TRACK_SOURCE_TO_SDK[value]
+    return _sdk().track_source_to_sdk[value]
 
 
 def track_kind_from_sdk(value: int) -> TrackKind:
-    return _lookup(_TRACK_KIND, value, TrackKind.UNKNOWN)
+    return _lookup(_sdk().track_kind, value, TrackKind.UNKNOWN)
 
 
 def connection_state_from_sdk(value: int) -> ConnectionState:
-    return _lookup(_CONNECTION_STATE, value, ConnectionState.DISCONNECTED)
+    return _lookup(_sdk().connection_state, value, ConnectionState.DISCONNECTED)
 
 
 def connection_quality_from_sdk(value: int) -> ConnectionQuality:
-    return _lookup(_CONNECTION_QUALITY, value, ConnectionQuality.UNKNOWN)
+    return _lookup(_sdk().connection_quality, value, ConnectionQuality.UNKNOWN)
 
 
 def stream_state_from_sdk(value: int) -> StreamState:
-    return _lookup(_STREAM_STATE, value, StreamState.UNKNOWN)
+    return _lookup(_sdk().stream_state, value, StreamState.UNKNOWN)
 
 
 def participant_kind_from_sdk(value: int) -> ParticipantKind:
-    return _lookup(_PARTICIPANT_KIND, value, ParticipantKind.STANDARD)
+    return _lookup(_sdk().participant_kind, value, ParticipantKind.STANDARD)
 
 
 def disconnect_reason_from_sdk(value: int) -> DisconnectReason:
-    return _lookup(_DISCONNECT_REASON, value, DisconnectReason.UNKNOWN)
+    return _lookup(_sdk().disconnect_reason, value, DisconnectReason.UNKNOWN)
 
 
 def encryption_state_from_sdk(value: int) -> EncryptionState:
-    return _lookup(_ENCRYPTION_STATE, value, EncryptionState.INTERNAL_ERROR)
+    return _lookup(_sdk().encryption_state, value, EncryptionState.INTERNAL_ERROR)
 
 
 def data_reliability_from_sdk(value: int) -> DataReliability:
-    return _lookup(_DATA_KIND, value, DataReliability.RELIABLE)
+    return _lookup(_sdk().data_kind, value, DataReliability.RELIABLE)

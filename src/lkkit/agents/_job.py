@@ -10,14 +10,16 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from livekit.protocol import agent as proto_agent
 
 from .._exceptions import ConfigurationError, SessionStateError
-from .._participants import RemoteParticipant
-from .._session import Session
 from .._types import ParticipantKind
+
+if TYPE_CHECKING:
+    from .._participants import RemoteParticipant
+    from .._session import Session
 
 __all__ = ["Job", "JobContext", "JobRequest", "JobType"]
 

@@ -21,14 +21,16 @@ import multiprocessing
 import multiprocessing.connection
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.to_thread
 
 from .._exceptions import ConfigurationError, WorkerError
-from .._session import ConnectOptions
 from ._job import Job, JobContext
+
+if TYPE_CHECKING:
+    from .._session import ConnectOptions
 
 __all__ = ["ProcessPool", "ProcessPoolOptions"]
 
@@ -62,7 +64,7 @@ class _ChildConfig:
     prewarm: Callable[[], Any] | None
     prewarm_timeout: float
     shutdown_timeout: float
-    connect_options: ConnectOptions
+    connect_options: ConnectOptions | None
 
 
 class _Process:
@@ -84,7 +86,9 @@ class ProcessPool:
         self._options = options
         self._config = config
         context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload(["lkkit.agents._pool"])
+        # lkkit's session and the SDK's Python modules, imported once in the forkserver
+        # (the worker itself imports them lazily); the native library starts per child.
+        context.set_forkserver_preload(["lkkit._session", "lkkit.agents._pool"])
         self._context = context
         self._processes: list[_Process] = []
 
@@ -230,8 +234,8 @@ def _child_main(connection: multiprocessing.connection.Connection, config: _Chil
 
 
 async def _child(connection: multiprocessing.connection.Connection, config: _ChildConfig) -> None:
-    from .._core import TaskOwner
     from .._sdk_compat import warm_up_ffi
+    from .._tasks import TaskOwner
     from ._runner import run_job, run_prewarm
 
     loop = asyncio.get_running_loop()

@@ -7,6 +7,10 @@ sends, decoded with a typed error for anything that is not a server message.
 
 from __future__ import annotations
 
+import base64
+import hmac
+import json
+import time
 import urllib.parse
 from collections.abc import Mapping
 
@@ -23,6 +27,7 @@ __all__ = [
     "job_status",
     "ping",
     "register",
+    "registration_token",
     "worker_status",
 ]
 
@@ -110,3 +115,26 @@ def ping(timestamp_ms: int) -> bytes:
     message = proto_agent.WorkerMessage()
     message.ping.timestamp = timestamp_ms
     return _frame(message)
+
+
+def registration_token(api_key: str, api_secret: str, ttl_s: int = 600) -> str:
+    """The worker's JWT: an `agent` video grant, no room, no identity (HS256).
+
+    Signed here with `hmac` rather than by [`Token`][lkkit.Token], which needs
+    pydantic, PyJWT and livekit-api: half a second of imports before a worker could
+    register. A test checks that `Token.verify` reads it as an agent grant.
+    """
+    now = int(time.time())
+    header = {"alg": "HS256", "typ": "JWT"}
+    claims = {"iss": api_key, "nbf": now, "exp": now + ttl_s, "video": {"agent": True}}
+    signing_input = f"{_b64_json(header)}.{_b64_json(claims)}"
+    signature = hmac.digest(api_secret.encode(), signing_input.encode(), "sha256")
+    return f"{signing_input}.{_b64(signature)}"
+
+
+def _b64_json(value: object) -> str:
+    return _b64(json.dumps(value, separators=(",", ":")).encode())
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()

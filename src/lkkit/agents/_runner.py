@@ -9,14 +9,16 @@ import inspect
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.to_thread
 
 from .._exceptions import LkkitError, WorkerError
-from .._session import ConnectOptions, Session
 from ._job import Job, JobContext
+
+if TYPE_CHECKING:
+    from .._session import ConnectOptions, Session
 
 __all__ = ["run_job", "run_prewarm"]
 
@@ -52,7 +54,7 @@ async def run_job(
     *,
     entrypoint: Callable[[JobContext], Awaitable[object]],
     userdata: Any,
-    connect_options: ConnectOptions,
+    connect_options: ConnectOptions | None,
     shutdown_timeout: float,
     spawn: Spawn,
     requested_at: float,
@@ -61,8 +63,12 @@ async def run_job(
     report_end: Callable[[str], Awaitable[None]],
 ) -> str:
     """Run `job`; the error text ("" for success). `report_end` is awaited once."""
+    # The SDK is imported here, not with the worker, which registers before paying
+    # for it (and warms it up right after).
+    from .._session import ConnectOptions, Session
+
     try:
-        session = await Session(url, token, connect_options)
+        session = await Session(url, token, connect_options or ConnectOptions())
     except LkkitError as exc:
         error = f"the agent could not join {job.room_name!r}: {exc}"
         logger.error("job %s: %s", job.id, error)

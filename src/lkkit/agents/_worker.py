@@ -19,28 +19,30 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import json
 import logging
 import os
 import signal
 import time
 from collections.abc import Awaitable, Callable
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import aiohttp
 import anyio
-from aiohttp import web
+import anyio.to_thread
 from livekit.protocol import agent as proto_agent
 
-from .._core import TaskOwner
 from .._exceptions import ConfigurationError, LkkitError, SessionStateError, WorkerError
-from .._sdk_compat import warm_up_ffi
-from .._session import ConnectOptions
-from .._tokens import Credentials, Grants, Token
+from .._tasks import TaskOwner
 from . import _protocol as wire
+from . import _websocket as websocket
 from ._job import Job, JobContext, JobRequest, JobType, _Acceptance, job_type_to_proto
 from ._pool import ProcessPool, ProcessPoolOptions, _ChildConfig
 from ._runner import run_job, run_prewarm
+
+if TYPE_CHECKING:
+    from .._session import ConnectOptions
+    from .._tokens import Credentials
 
 __all__ = ["Worker"]
 
@@ -157,7 +159,7 @@ class Worker:
         self._shutdown_timeout = shutdown_timeout
         self._drain_timeout = drain_timeout
         self._status_interval = status_interval
-        self._connect_options = connect_options or ConnectOptions()
+        self._connect_options = connect_options
         self._health_port = health_port
         self._health_host = health_host
         self._reconnect = reconnect
@@ -174,9 +176,9 @@ class Worker:
         self._closed = asyncio.Event()
         self._started = False
         self._draining = False
-        self._ws: aiohttp.ClientWebSocketResponse[bool] | None = None
-        self._send_lock = asyncio.Lock()
-        self._health: web.AppRunner | None = None
+        self._ws: websocket.WebSocket | None = None
+        self._sdk_loaded: asyncio.Task[None] | None = None
+        self._health: asyncio.Server | None = None
         self._health_address: tuple[str, int] | None = None
         self._register_error: BaseException | None = None
         self.jobs_started = 0
@@ -267,8 +269,12 @@ class Worker:
             )
             await self._pool.start()
         else:
-            # The native library's start-up, paid now rather than by the first job.
-            warm_up_ffi()
+            # The SDK and its native library load in a thread while the worker
+            # registers (they take about a second), so neither the registration nor
+            # the first job waits for them in turn.
+            self._sdk_loaded = self._tasks.spawn(
+                anyio.to_thread.run_sync(_load_sdk), name="worker SDK load"
+            )
             self._userdata = await run_prewarm(self._prewarm, self._prewarm_timeout)
         if self._health_port is not None:
             await self._start_health()
@@ -279,6 +285,9 @@ class Worker:
             error = self._register_error
             await self.aclose()
             raise WorkerError(f"the worker could not register with {self._url}: {error}")
+        if self._sdk_loaded is not None:
+            await self._sdk_loaded
+            logger.info("worker %s ready", self._worker_id)
 
     async def run(self, *, handle_signals: bool = True) -> None:
         """Start, serve until SIGTERM / SIGINT (or `aclose()`), then drain."""
@@ -331,7 +340,8 @@ class Worker:
                 if self._pool is not None:
                     await self._pool.aclose()
                 if self._health is not None:
-                    await self._health.cleanup()
+                    self._health.close()
+                    await self._health.wait_closed()
                 self._registered.clear()
                 self._closed.set()
 
@@ -341,28 +351,39 @@ class Worker:
     # -- prewarm and health --------------------------------------------------------------
 
     async def _start_health(self) -> None:
-        app = web.Application()
-        app.router.add_get("/", self._health_response)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, self._health_host, self._health_port)
-        await site.start()
-        self._health = runner
-        server = site._server
-        sockets = getattr(server, "sockets", None) or []
-        if sockets:
-            host, port = sockets[0].getsockname()[:2]
-            self._health_address = (host, port)
+        self._health = await asyncio.start_server(
+            self._answer_health, self._health_host, self._health_port
+        )
+        host, port = self._health.sockets[0].getsockname()[:2]
+        self._health_address = (host, port)
 
-    async def _health_response(self, request: web.Request) -> web.Response:
-        body = {
-            "registered": self.registered,
-            "worker_id": self._worker_id,
-            "jobs": len(self._jobs),
-            "draining": self._draining,
-            "load": self.load,
-        }
-        return web.json_response(body, status=200 if self.registered else 503)
+    async def _answer_health(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        # Any request gets the status: one JSON object, 200 while registered, else 503.
+        try:
+            with anyio.move_on_after(5.0):
+                await reader.readuntil(b"\r\n\r\n")
+            body = json.dumps(
+                {
+                    "registered": self.registered,
+                    "worker_id": self._worker_id,
+                    "jobs": len(self._jobs),
+                    "draining": self._draining,
+                    "load": self.load,
+                }
+            ).encode()
+            status = "200 OK" if self.registered else "503 Service Unavailable"
+            writer.write(
+                f"HTTP/1.1 {status}\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
+                + body
+            )
+            await writer.drain()
+        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
+            pass
+        finally:
+            writer.close()
 
     # -- the connection ------------------------------------------------------------------
 
@@ -372,7 +393,7 @@ class Worker:
             try:
                 await self._connect_once()
                 delay = 0.1
-            except (aiohttp.ClientError, OSError, TimeoutError, wire.ProtocolError) as exc:
+            except (OSError, TimeoutError, wire.ProtocolError) as exc:
                 self._register_error = exc
                 logger.warning("worker: connection to %s failed: %s", self._url, exc)
             self._ws = None
@@ -387,12 +408,12 @@ class Worker:
             self._closed.set()
 
     async def _connect_once(self) -> None:
-        token = Token(grants=Grants(agent=True)).sign(self._credentials)
-        headers = {"Authorization": f"Bearer {token}"}
-        async with (
-            aiohttp.ClientSession() as http,
-            http.ws_connect(wire.agent_url(self._url), headers=headers, autoping=True) as ws,
-        ):
+        token = wire.registration_token(self._credentials.api_key, self._credentials.api_secret)
+        with anyio.fail_after(_REGISTER_TIMEOUT_S):
+            ws = await websocket.connect(
+                wire.agent_url(self._url), {"Authorization": f"Bearer {token}"}
+            )
+        try:
             self._ws = ws
             await self._send(
                 wire.register(
@@ -402,10 +423,12 @@ class Worker:
                     int(self._status_interval),
                 )
             )
-            first = await ws.receive(timeout=_REGISTER_TIMEOUT_S)
-            if first.type is not aiohttp.WSMsgType.BINARY:
-                raise wire.ProtocolError(f"expected the registration, got {first.type.name}")
-            message = wire.decode_server_message(first.data)
+            first: bytes | str | None = None
+            with anyio.move_on_after(_REGISTER_TIMEOUT_S):
+                first = await ws.receive()
+            if not isinstance(first, bytes):
+                raise wire.ProtocolError(f"expected the registration, got {first!r}")
+            message = wire.decode_server_message(first)
             if message.WhichOneof("message") != "register":
                 raise wire.ProtocolError(f"expected the registration, got {message}")
             self._worker_id = message.register.worker_id
@@ -419,13 +442,13 @@ class Worker:
             self._registered.set()
             reporter = self._tasks.spawn(self._report_status(), name="worker status")
             try:
-                async for frame in ws:
-                    if frame.type is aiohttp.WSMsgType.BINARY:
-                        self._on_server_message(wire.decode_server_message(frame.data))
-                    elif frame.type in (aiohttp.WSMsgType.ERROR, aiohttp.WSMsgType.CLOSED):
-                        break
+                while (frame := await ws.receive()) is not None:
+                    if isinstance(frame, bytes):
+                        self._on_server_message(wire.decode_server_message(frame))
             finally:
                 reporter.cancel()
+        finally:
+            await ws.close()
         if not self._draining:
             logger.warning("worker %s: the server closed the connection", self._worker_id)
 
@@ -433,11 +456,10 @@ class Worker:
         ws = self._ws
         if ws is None or ws.closed:
             return
-        async with self._send_lock:
-            try:
-                await ws.send_bytes(frame)
-            except (aiohttp.ClientError, ConnectionError, RuntimeError) as exc:
-                logger.debug("worker: send failed: %s", exc)
+        try:
+            await ws.send(frame)
+        except ConnectionError as exc:
+            logger.debug("worker: send failed: %s", exc)
 
     async def _report_status(self) -> None:
         while True:
@@ -532,6 +554,8 @@ class Worker:
         self, job: Job, url: str, token: str, running: _RunningJob, assigned_at: float
     ) -> None:
         requested_at = self._requested_at.pop(job.id, assigned_at)
+        if self._sdk_loaded is not None and not self._sdk_loaded.done():
+            await self._sdk_loaded  # only a job assigned within the worker's first second
 
         async def started(context: JobContext) -> None:
             running.context = context
@@ -584,7 +608,17 @@ class Worker:
         )
 
 
+def _load_sdk() -> None:
+    # Everything a job's session needs: lkkit's session, the SDK, its native library.
+    from .. import _session  # noqa: F401
+    from .._sdk_compat import warm_up_ffi
+
+    warm_up_ffi()
+
+
 def _credentials_from_env() -> Credentials:
+    from .._tokens import Credentials
+
     try:
         return Credentials.from_env()
     except LkkitError as exc:

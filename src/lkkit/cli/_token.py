@@ -7,8 +7,8 @@ import re
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
+from .._credentials import Credentials
 from .._exceptions import InvalidCredentials, InvalidGrant
-from .._tokens import DEFAULT_TTL, Credentials, Grants, Token
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -124,6 +124,8 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 
 def _create(args: argparse.Namespace) -> int:
+    from .._tokens import DEFAULT_TTL, Grants, Token  # pydantic: only for this command
+
     credentials = _credentials(args)
     # Strings from the command line are untyped input: validate them as such.
     grant_values: dict[str, object] = {
@@ -154,6 +156,8 @@ def _create(args: argparse.Namespace) -> int:
 
 
 def _verify(args: argparse.Namespace) -> int:
+    from .._tokens import Token
+
     token = Token.verify(args.jwt, _credentials(args))
     print(token.model_dump_json(indent=2))
     return 0
