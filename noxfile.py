@@ -2,7 +2,9 @@
 
 Every session that talks to a livekit-server builds it first (cached in
 `.cache/livekit-server/`) and runs inside lkkit's loopback sandbox, so WebRTC media
-never leaves 127.0.0.0/8.
+never leaves 127.0.0.0/8. The test sessions also install the browser test peer first
+(Chromium with apt-get when missing, livekit-client with `npm ci` into `.cache/browser/`):
+outside the sandbox, which has no network.
 """
 
 from __future__ import annotations
@@ -19,8 +21,10 @@ def _install(session: nox.Session, extras: str = "test") -> None:
     session.install("-e", f".[{extras}]")
 
 
-def _in_sandbox(session: nox.Session, *command: str) -> None:
+def _in_sandbox(session: nox.Session, *command: str, browser: bool = False) -> None:
     session.run("python", "-m", "lkkit.testing", "install-server")
+    if browser:
+        session.run("python", "-m", "lkkit.testing", "install-browser")
     session.run("python", "-m", "lkkit.testing", "sandbox", "--", *command)
 
 
@@ -28,7 +32,7 @@ def _in_sandbox(session: nox.Session, *command: str) -> None:
 def tests(session: nox.Session) -> None:
     """The whole test suite against a real livekit-server."""
     _install(session)
-    _in_sandbox(session, "python", "-m", "pytest", *session.posargs)
+    _in_sandbox(session, "python", "-m", "pytest", *session.posargs, browser=True)
 
 
 # The lowest versions pyproject.toml allows; `tests_lowest` proves those bounds.
@@ -46,7 +50,7 @@ def tests_lowest(session: nox.Session) -> None:
     """The test suite with every runtime dependency at its lowest allowed version."""
     _install(session)
     session.install(*LOWEST)
-    _in_sandbox(session, "python", "-m", "pytest", *session.posargs)
+    _in_sandbox(session, "python", "-m", "pytest", *session.posargs, browser=True)
 
 
 @nox.session
@@ -58,7 +62,7 @@ def tests_latest(session: nox.Session) -> None:
     """
     _install(session)
     session.install("--upgrade", "livekit", "livekit-api", "livekit-protocol")
-    _in_sandbox(session, "python", "-m", "pytest", *session.posargs)
+    _in_sandbox(session, "python", "-m", "pytest", *session.posargs, browser=True)
 
 
 @nox.session

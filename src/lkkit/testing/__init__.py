@@ -9,7 +9,8 @@ with LocalLiveKitServer() as server:
 ```
 
 The pytest plugin is registered automatically when lkkit is installed; it gives the
-`livekit_server` and `livekit_room` fixtures.
+`livekit_server` and `livekit_room` fixtures, and `chromium` / `browser_peer` for
+LiveKit's JavaScript client in headless Chromium as a peer (`BrowserPeer`).
 """
 
 # Imported on first use (PEP 562), like `lkkit` itself: pytest imports this package in
@@ -28,6 +29,24 @@ if _typing.TYPE_CHECKING:
         ensure_server_binary,
         find_server_binary,
     )
+    from ._browser import (
+        CHROMIUM_FLAGS,
+        BrowserEvent,
+        BrowserPeer,
+        BrowserTimeout,
+        Chromium,
+        JavaScriptError,
+    )
+    from ._browser_install import (
+        LIVEKIT_CLIENT_VERSION,
+        BrowserError,
+        BrowserInstall,
+        BrowserNotFound,
+        ensure_browser,
+        find_browser,
+        find_chromium,
+        find_livekit_client,
+    )
     from ._livekit_room import LiveKitRoom
     from ._sandbox import SANDBOX_ADDRESS, check_loopback_only, local_addresses, run_in_sandbox
     from ._server import LocalLiveKitServer
@@ -39,6 +58,20 @@ _EXPORTS: dict[str, str] = {
     "cache_dir": "._binary",
     "ensure_server_binary": "._binary",
     "find_server_binary": "._binary",
+    "CHROMIUM_FLAGS": "._browser",
+    "BrowserEvent": "._browser",
+    "BrowserPeer": "._browser",
+    "BrowserTimeout": "._browser",
+    "Chromium": "._browser",
+    "JavaScriptError": "._browser",
+    "LIVEKIT_CLIENT_VERSION": "._browser_install",
+    "BrowserError": "._browser_install",
+    "BrowserInstall": "._browser_install",
+    "BrowserNotFound": "._browser_install",
+    "ensure_browser": "._browser_install",
+    "find_browser": "._browser_install",
+    "find_chromium": "._browser_install",
+    "find_livekit_client": "._browser_install",
     "LiveKitRoom": "._livekit_room",
     "SANDBOX_ADDRESS": "._sandbox",
     "check_loopback_only": "._sandbox",
@@ -48,14 +81,28 @@ _EXPORTS: dict[str, str] = {
 }
 
 __all__ = [
+    "CHROMIUM_FLAGS",
+    "LIVEKIT_CLIENT_VERSION",
     "LIVEKIT_SERVER_MODULE",
     "LIVEKIT_SERVER_VERSION",
     "SANDBOX_ADDRESS",
+    "BrowserError",
+    "BrowserEvent",
+    "BrowserInstall",
+    "BrowserNotFound",
+    "BrowserPeer",
+    "BrowserTimeout",
+    "Chromium",
+    "JavaScriptError",
     "LiveKitRoom",
     "LocalLiveKitServer",
     "cache_dir",
     "check_loopback_only",
+    "ensure_browser",
     "ensure_server_binary",
+    "find_browser",
+    "find_chromium",
+    "find_livekit_client",
     "find_server_binary",
     "local_addresses",
     "run_in_sandbox",

@@ -3,6 +3,7 @@ or serve a local server until interrupted.
 
 ```
 python -m lkkit.testing install-server      # build livekit-server into the cache
+python -m lkkit.testing install-browser     # Chromium (apt-get) and livekit-client (npm)
 python -m lkkit.testing sandbox -- CMD ...  # run CMD with a loopback-only network
 python -m lkkit.testing serve               # run a local server, print url/key/secret
 ```
@@ -19,6 +20,7 @@ from collections.abc import Sequence
 
 from .._exceptions import LocalServerError
 from ._binary import LIVEKIT_SERVER_VERSION, ensure_server_binary
+from ._browser_install import LIVEKIT_CLIENT_VERSION, BrowserNotFound, ensure_browser
 from ._sandbox import run_in_sandbox, sandbox_inside_main
 from ._server import LocalLiveKitServer
 
@@ -36,6 +38,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m lkkit.testing", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("install-server", help=f"build livekit-server {LIVEKIT_SERVER_VERSION}")
+    commands.add_parser(
+        "install-browser",
+        help=f"install Chromium (apt-get) and livekit-client {LIVEKIT_CLIENT_VERSION} (npm ci)",
+    )
     sandbox = commands.add_parser("sandbox", help="run a command in the loopback sandbox")
     sandbox.add_argument("rest", nargs=argparse.REMAINDER)
     inside = commands.add_parser("_sandbox-inside")
@@ -46,6 +52,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "install-server":
             print(ensure_server_binary())
+            return 0
+        if args.command == "install-browser":
+            installed = ensure_browser()
+            print(f"{installed.chromium}\n{installed.livekit_client}")
             return 0
         if args.command == "sandbox":
             return run_in_sandbox(_command(args.rest))
@@ -59,7 +69,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             with contextlib.suppress(KeyboardInterrupt):
                 stop.wait()
         return 0
-    except LocalServerError as exc:
+    except (LocalServerError, BrowserNotFound) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

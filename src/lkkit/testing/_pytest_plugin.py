@@ -6,9 +6,15 @@ Fixtures:
   for the whole test session.
 - `livekit_room` (function scope, async): a fresh room name per test, a token minter
   and a `join()` that connects sessions, all closed when the test ends.
+- `chromium` (session scope): one headless [`Chromium`][lkkit.testing.Chromium] for the
+  whole test session, started on first use; it needs
+  `python -m lkkit.testing install-browser` and fails (never skips) without it.
+- `browser_peer` (function scope, async): a fresh page of that browser running
+  livekit-client, a [`BrowserPeer`][lkkit.testing.BrowserPeer], closed when the test ends.
 
 When a test fails, the server's log lines written during that test are attached to
-the report as the section "livekit-server log".
+the report as the section "livekit-server log", and the browser page's console and
+last events (if the test used `browser_peer`) as "browser console".
 
 pytest loads this module in every run of every project that installs lkkit, so at
 module level it imports only pytest and the standard library; the fixtures import the
@@ -26,11 +32,13 @@ from typing import TYPE_CHECKING
 import pytest
 
 if TYPE_CHECKING:
+    from ._browser import BrowserPeer, Chromium
     from ._livekit_room import LiveKitRoom
     from ._server import LocalLiveKitServer
 
 _server_key: pytest.StashKey[LocalLiveKitServer] = pytest.StashKey()
 _log_offset_key = pytest.StashKey[int]()
+_peer_key: pytest.StashKey[BrowserPeer] = pytest.StashKey()
 
 
 def _room_name(nodeid: str) -> str:
@@ -63,6 +71,33 @@ async def livekit_room(
         await room.aclose()
 
 
+@pytest.fixture(scope="session")
+def chromium() -> Iterator[Chromium]:
+    """One headless Chromium for the whole test session, killed at its end."""
+    from ._browser import Chromium
+
+    with Chromium() as browser:
+        yield browser
+
+
+@pytest.fixture
+async def browser_peer(
+    chromium: Chromium, request: pytest.FixtureRequest
+) -> AsyncIterator[BrowserPeer]:
+    """A fresh livekit-client page of the session's Chromium, closed at teardown."""
+    peer = await chromium.new_peer()
+    request.node.stash[_peer_key] = peer
+    try:
+        yield peer
+    finally:
+        await peer.aclose()
+
+
+def _browser_section(peer: BrowserPeer) -> str:
+    events = [f"{e.kind} {dict(e.fields)}"[:300] for e in peer.events[-50:]]
+    return "\n".join(["console:", *peer.console[-100:], "last events:", *events])
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item: pytest.Item) -> None:
     server = item.config.stash.get(_server_key, None)
@@ -81,4 +116,7 @@ def pytest_runtest_makereport(
             # Lines can hold whole SDPs; keep the section readable.
             lines = [line[:400] for line in text.splitlines()[-200:]]
             report.sections.append(("livekit-server log", "\n".join(lines)))
+        peer = item.stash.get(_peer_key, None)
+        if peer is not None:
+            report.sections.append(("browser console", _browser_section(peer)))
     return report
