@@ -18,7 +18,22 @@ LkkitError
 ├── SessionStateError (RuntimeError)         a session opened twice, or used after close
 ├── PublishError                             the SDK refused to publish (data, track, DTMF)
 │   └── DataSendIncomplete                   a chunked message failed part-way
-├── RemoteCallError                          an RPC to another participant failed
+├── RemoteCallError                          an RPC failed; `.code` is LiveKit's error code
+│   ├── RpcApplicationError                  1500 the handler failed
+│   ├── RpcConnectionTimeout (TimeoutError)  1501 the recipient never acknowledged
+│   ├── RpcResponseTimeout (TimeoutError)    1502 no response within the timeout
+│   ├── RpcRecipientDisconnected (ConnectionError)  1503
+│   ├── RpcResponseTooLarge                  1504 the response is over the limit
+│   ├── RpcSendFailed (ConnectionError)      1505 the request could not be sent
+│   ├── RpcUnsupportedMethod (LookupError)   1400 no handler for the method
+│   ├── RpcRecipientNotFound (LookupError)   1401 no such participant in the room
+│   ├── RpcRequestTooLarge (ValueError)      1402 the request is over the limit
+│   ├── RpcUnsupportedServer                 1403 the server is older than 1.8
+│   └── RpcUnsupportedVersion                1404
+├── InvalidRpcArgument (TypeError, ValueError)  bad identity, method, payload or timeout
+├── ParticipantUpdateError                   the server refused a self-update
+│   ├── ParticipantUpdateDenied (PermissionError)  no `canUpdateOwnMetadata`
+│   └── InvalidParticipantUpdate (TypeError, ValueError)  a value of the wrong type
 ├── DataError
 │   ├── DataTooLarge (ValueError)            payload over the packet limit (lossy)
 │   ├── DataPermissionDenied (PermissionError)  no canPublishData
@@ -49,6 +64,7 @@ import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import cache
+from typing import ClassVar
 
 __all__ = [
     "AudioError",
@@ -65,12 +81,27 @@ __all__ = [
     "InvalidCredentials",
     "InvalidDataArgument",
     "InvalidGrant",
+    "InvalidParticipantUpdate",
+    "InvalidRpcArgument",
     "LkkitError",
     "LocalServerError",
     "NotConnected",
+    "ParticipantUpdateDenied",
+    "ParticipantUpdateError",
     "ProtocolError",
     "PublishError",
     "RemoteCallError",
+    "RpcApplicationError",
+    "RpcConnectionTimeout",
+    "RpcRecipientDisconnected",
+    "RpcRecipientNotFound",
+    "RpcRequestTooLarge",
+    "RpcResponseTimeout",
+    "RpcResponseTooLarge",
+    "RpcSendFailed",
+    "RpcUnsupportedMethod",
+    "RpcUnsupportedServer",
+    "RpcUnsupportedVersion",
     "ServerApiError",
     "ServerBinaryNotFound",
     "ServerStartError",
@@ -178,8 +209,181 @@ class DataSendIncomplete(PublishError):
         self.total = total
 
 
+# -- RPC -----------------------------------------------------------------------------------
+
+
 class RemoteCallError(LkkitError):
-    """Raised when an RPC to another participant fails (the SDK's `RpcError`)."""
+    """Raised when an RPC fails; raise it in a handler to answer the caller with an error.
+
+    `code` is LiveKit's error code (the subclasses are its built-in codes, see the
+    tree above), `message` a readable text, `data` an optional string (JSON, say).
+    A handler may raise any code: `RemoteCallError("out of stock", code=2001,
+    data='{"sku": 12}')` reaches the caller as a `RemoteCallError` with that code,
+    message and data (LiveKit reserves 1001-1999 for its own codes). On the wire the
+    message is cut to 256 UTF-8 bytes and the data to 15,360, as in every LiveKit SDK.
+    """
+
+    CODE: ClassVar[int] = 1500
+    """The code of this class (`RemoteCallError` itself: any code, 1500 by default)."""
+
+    def __init__(self, message: str = "", *, code: int | None = None, data: str | None = None):
+        if code is None:
+            code = self.CODE
+        if isinstance(code, bool) or not isinstance(code, int) or not 0 <= code < 2**32:
+            raise InvalidRpcArgument(f"an RPC error code is an int in [0, 2**32), got {code!r}")
+        self.code = code
+        self.message = message or _RPC_MESSAGES.get(code, "RPC failed")
+        self.data = data or None
+        super().__init__(f"{self.message} (RPC error {code})")
+
+    @classmethod
+    def from_code(cls, code: int, message: str = "", data: str | None = None) -> RemoteCallError:
+        """The error for `code`: the built-in subclass when there is one."""
+        error_type = _RPC_ERRORS.get(code, RemoteCallError)
+        return error_type(message, code=code, data=data)
+
+
+class RpcApplicationError(RemoteCallError):
+    """Raised when the handler failed: it raised something other than a
+    `RemoteCallError` (its details stay on the handler's side, in its log), or
+    returned something other than a `str` (1500)."""
+
+    CODE = 1500
+
+
+class RpcConnectionTimeout(RemoteCallError, TimeoutError):
+    """Raised when the recipient did not acknowledge the request within 7 s (1501)."""
+
+    CODE = 1501
+
+
+class RpcResponseTimeout(RemoteCallError, TimeoutError):
+    """Raised when no response came within the call's timeout (1502), on the caller's
+    side or when the handler overran the deadline it was given."""
+
+    CODE = 1502
+
+
+class RpcRecipientDisconnected(RemoteCallError, ConnectionError):
+    """Raised when the recipient left, or its session ended, before it answered (1503)."""
+
+    CODE = 1503
+
+
+class RpcResponseTooLarge(RemoteCallError):
+    """Raised when the handler's response is larger than the caller can receive
+    (15,360 UTF-8 bytes for callers without data-stream RPC) (1504)."""
+
+    CODE = 1504
+
+
+class RpcSendFailed(RemoteCallError, ConnectionError):
+    """Raised when the request could not be sent (1505)."""
+
+    CODE = 1505
+
+
+class RpcUnsupportedMethod(RemoteCallError, LookupError):
+    """Raised when the recipient has no handler for the method (1400)."""
+
+    CODE = 1400
+
+
+class RpcRecipientNotFound(RemoteCallError, LookupError):
+    """Raised when the recipient is not in the room (1401). LiveKit reports a missing
+    recipient as a connection timeout after 7 s; lkkit raises this instead when the
+    identity is still unknown to the session then."""
+
+    CODE = 1401
+
+
+class RpcRequestTooLarge(RemoteCallError, ValueError):
+    """Raised before sending when the request payload is larger than the recipient can
+    receive: 15,360 UTF-8 bytes for recipients without data-stream RPC (1402)."""
+
+    CODE = 1402
+
+
+class RpcUnsupportedServer(RemoteCallError):
+    """Raised when the server is too old for RPC (before 1.8) (1403)."""
+
+    CODE = 1403
+
+
+class RpcUnsupportedVersion(RemoteCallError):
+    """Raised when the recipient speaks another RPC version (1404)."""
+
+    CODE = 1404
+
+
+_RPC_ERRORS: dict[int, type[RemoteCallError]] = {
+    t.CODE: t
+    for t in (
+        RpcApplicationError,
+        RpcConnectionTimeout,
+        RpcResponseTimeout,
+        RpcRecipientDisconnected,
+        RpcResponseTooLarge,
+        RpcSendFailed,
+        RpcUnsupportedMethod,
+        RpcRecipientNotFound,
+        RpcRequestTooLarge,
+        RpcUnsupportedServer,
+        RpcUnsupportedVersion,
+    )
+}
+
+# LiveKit's messages for its codes (the same text in every SDK).
+_RPC_MESSAGES: dict[int, str] = {
+    1500: "Application error in method handler",
+    1501: "Connection timeout",
+    1502: "Response timeout",
+    1503: "Recipient disconnected",
+    1504: "Response payload too large",
+    1505: "Failed to send",
+    1400: "Method not supported at destination",
+    1401: "Recipient not found",
+    1402: "Request payload too large",
+    1403: "RPC not supported by server",
+    1404: "Unsupported RPC version",
+}
+
+
+class InvalidRpcArgument(LkkitError, TypeError, ValueError):
+    """Raised before anything is sent when an RPC argument is unusable.
+
+    An identity that is not a non-empty `str` (or is the caller's own), a method name
+    that is not a non-empty `str` of at most 256 UTF-8 bytes, a payload that is not a
+    `str` (or cannot be encoded as UTF-8), a timeout that is not a finite number > 0,
+    a handler that is not callable, a method registered twice, or an unknown method
+    unregistered. It subclasses both `TypeError` and `ValueError`.
+    """
+
+
+# -- self-updates ------------------------------------------------------------------------
+
+
+class ParticipantUpdateError(LkkitError):
+    """Raised when the server refuses to update the local participant's metadata, name
+    or attributes.
+
+    `reason` is the server's reason (`"NotAllowed"`, `"LimitExceeded"`, ...) when it
+    gave one, else `""` (no answer in time, say).
+    """
+
+    def __init__(self, message: str, *, reason: str = "") -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class ParticipantUpdateDenied(ParticipantUpdateError, PermissionError):
+    """Raised when the token lacks `canUpdateOwnMetadata` (the server answers
+    `NotAllowed`; the SDK alone would report success)."""
+
+
+class InvalidParticipantUpdate(ParticipantUpdateError, TypeError, ValueError):
+    """Raised before sending when a metadata, name or attributes value has the wrong type
+    (not a `str`, or attributes that are not a mapping of `str` to `str`)."""
 
 
 # -- data --------------------------------------------------------------------------------
@@ -348,12 +552,31 @@ def _connect_error(message: str) -> ConnectError:
     return ConnectError(message)
 
 
+_UPDATE_ERROR = re.compile(r"request error: (\w+) - (.*)", re.S)
+
+
+def participant_update_error(message: str) -> ParticipantUpdateError:
+    """The lkkit exception for the native layer's answer to a refused self-update,
+    e.g. `request error: NotAllowed - does not have permission to update own metadata`."""
+    match = _UPDATE_ERROR.search(message)
+    reason = match.group(1) if match else ""
+    if reason == "NotAllowed":
+        return ParticipantUpdateDenied(
+            f"the server refused the update: {match.group(2) if match else message} "
+            "(the token needs canUpdateOwnMetadata)",
+            reason=reason,
+        )
+    return ParticipantUpdateError(f"the server refused the update: {message}", reason=reason)
+
+
 def translate(exc: BaseException) -> LkkitError | None:
     """The lkkit exception for an SDK exception, or `None` when it is not the SDK's."""
     from livekit import api, rtc
 
     if isinstance(exc, rtc.ConnectError):
         return _connect_error(exc.message)
+    if isinstance(exc, rtc.RpcError):
+        return RemoteCallError.from_code(int(exc.code), exc.message, exc.data)
     if isinstance(exc, api.ServerError):
         return ServerApiError(f"{exc.code}: {exc.message}", status=exc.status, code=exc.code)
     for sdk_type, lkkit_type in sdk_exception_map().items():

@@ -13,7 +13,7 @@ the part that changed (each entry of `REQUIREMENTS` is one test).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,8 +25,10 @@ from livekit.rtc._proto import ffi_pb2 as proto_ffi
 from livekit.rtc._proto import participant_pb2 as proto_participant
 
 __all__ = [
+    "CLIENT_PROTOCOL_DATA_STREAM_RPC",
     "REQUIREMENTS",
     "SdkStreamError",
+    "client_protocol",
     "dispose_handle",
     "drop_handle",
     "ffi_request",
@@ -38,8 +40,10 @@ __all__ = [
     "room_sid_now",
     "room_token",
     "room_was_connected",
+    "route_unclaimed_streams",
     "subscribe_ffi_events",
     "tap_room_events",
+    "update_local_participant",
     "warm_up_ffi",
 ]
 
@@ -171,6 +175,124 @@ def tap_room_events(room: rtc.Room, observer: RoomEventObserver) -> Callable[[],
     return remove
 
 
+# -- native streams on any topic ------------------------------------------------------
+
+StreamHandler = Callable[[Any, str], None]
+"""The SDK's stream handler: `(reader, sender identity)`."""
+
+_STREAM_OPENED = (
+    ("_handle_text_stream_opened", "_text_stream_handlers", True),
+    ("_handle_byte_stream_opened", "_byte_stream_handlers", False),
+)
+
+
+def route_unclaimed_streams(
+    room: rtc.Room, route: Callable[[str, bool], StreamHandler | None]
+) -> Callable[[], None]:
+    """Offer lkkit every native stream whose topic has no handler registered on `room`.
+
+    The SDK hands a stream to the one handler registered for its exact topic and
+    disposes of the rest, so "all topics" is impossible through its public API. For a
+    stream no one registered, `route(topic, is_text)` gives the handler to use (or
+    `None`: the SDK disposes of it as before); it is installed for that one dispatch
+    and removed. Handlers the application registers keep their topics. Returns the
+    function that restores the SDK's dispatch.
+    """
+    installed: list[str] = []
+    for method, table, is_text in _STREAM_OPENED:
+        original = getattr(room, method)
+        handlers: dict[str, StreamHandler] = getattr(room, table)
+
+        def opened(
+            event: Any,
+            original: Callable[[Any], None] = original,
+            handlers: dict[str, StreamHandler] = handlers,
+            is_text: bool = is_text,
+        ) -> None:
+            topic = event.reader.info.topic
+            handler = None if topic in handlers else route(topic, is_text)
+            if handler is None:
+                original(event)
+                return
+            handlers[topic] = handler
+            try:
+                original(event)
+            finally:
+                if handlers.get(topic) is handler:
+                    del handlers[topic]
+
+        setattr(room, method, opened)
+        installed.append(method)
+
+    def restore() -> None:
+        for method in installed:
+            vars(room).pop(method, None)
+        installed.clear()
+
+    return restore
+
+
+# -- participants: RPC protocol and self-updates -----------------------------------------
+
+CLIENT_PROTOCOL_DATA_STREAM_RPC = 1
+"""The client protocol from which a participant takes RPC over data streams (no 15 KiB
+payload limit); `CLIENT_PROTOCOL_DATA_STREAM_RPC` in livekit-client and rust-sdks."""
+
+
+def client_protocol(participant: rtc.Participant) -> int:
+    """The client protocol a participant announced (0 for old clients). The SDK keeps it
+    in the participant's info without a public property."""
+    return int(participant._info.client_protocol)
+
+
+_SELF_UPDATE_FIELDS = ("set_local_metadata", "set_local_name", "set_local_attributes")
+
+
+async def update_local_participant(
+    participant: rtc.LocalParticipant,
+    *,
+    metadata: str | None = None,
+    name: str | None = None,
+    attributes: Mapping[str, str] | None = None,
+) -> str:
+    """Update the local participant's metadata, name or attributes (one of them); return
+    the native layer's error text, `""` when the server accepted it.
+
+    The SDK's `set_metadata` / `set_name` / `set_attributes` send the same requests but
+    drop the answer's `error`, so a refused update (no `canUpdateOwnMetadata`) looks
+    like success there.
+    """
+    request = proto_ffi.FfiRequest()
+    handle = participant._ffi_handle.handle
+    if metadata is not None:
+        field = "set_local_metadata"
+        request.set_local_metadata.local_participant_handle = handle
+        request.set_local_metadata.metadata = metadata
+    elif name is not None:
+        field = "set_local_name"
+        request.set_local_name.local_participant_handle = handle
+        request.set_local_name.name = name
+    elif attributes is not None:
+        field = "set_local_attributes"
+        request.set_local_attributes.local_participant_handle = handle
+        for key, value in attributes.items():
+            entry = request.set_local_attributes.attributes.add()
+            entry.key = key
+            entry.value = value
+    else:
+        raise ValueError("nothing to update")
+    queue = FfiClient.instance.queue.subscribe()
+    try:
+        response = FfiClient.instance.request(request)
+        async_id = getattr(response, field).async_id
+        event: proto_ffi.FfiEvent = await queue.wait_for(
+            lambda e: getattr(e, field).async_id == async_id
+        )
+    finally:
+        FfiClient.instance.queue.unsubscribe(queue)
+    return str(getattr(event, field).error)
+
+
 # -- what the SDK must still have ------------------------------------------------------
 
 
@@ -197,6 +319,20 @@ def _room_has(*names: str) -> Callable[[], bool]:
 
 
 REQUIREMENTS: tuple[Requirement, ...] = (
+    Requirement(
+        "Participant._info (owned ParticipantInfo) with client_protocol",
+        lambda: (
+            "self._info" in _init_of(rtc.Participant)
+            and "client_protocol" in proto_participant.ParticipantInfo.DESCRIPTOR.fields_by_name
+        ),
+    ),
+    Requirement(
+        "LocalParticipant._ffi_handle; set_local_metadata/name/attributes callbacks with error",
+        lambda: (
+            "_ffi_handle" in _init_of(rtc.Participant)
+            and all(_callback_has_error(name) for name in _SELF_UPDATE_FIELDS)
+        ),
+    ),
     Requirement("livekit.rtc._ffi_client.FfiClient.instance", _has(FfiClient, "instance")),
     Requirement("FfiClient._ffi_disposed", _has(FfiClient, "_ffi_disposed")),
     Requirement(
@@ -249,6 +385,17 @@ REQUIREMENTS: tuple[Requirement, ...] = (
         lambda: "_ffi_handle" in _init_of(rtc.AudioSource),
     ),
     Requirement("livekit.rtc.data_stream.StreamError", _has(_data_stream, "StreamError")),
+    Requirement(
+        "Room._handle_{text,byte}_stream_opened and _{text,byte}_stream_handlers, "
+        "called through self by Room._on_room_event",
+        lambda: (
+            _room_has(*(name for pair in _STREAM_OPENED for name in pair[:2]))()
+            and all(
+                f"self.{method}(" in _source_of(rtc.Room._on_room_event)
+                for method, _, _ in _STREAM_OPENED
+            )
+        ),
+    ),
 )
 """Each private SDK part lkkit relies on; `tests/test_sdk_compat.py` checks each one."""
 
@@ -260,6 +407,12 @@ def _source_of(obj: object) -> str:
         return inspect.getsource(obj)  # type: ignore[arg-type]
     except (OSError, TypeError):
         return ""
+
+
+def _callback_has_error(name: str) -> bool:
+    field = proto_ffi.FfiEvent.DESCRIPTOR.fields_by_name.get(name)
+    message = field.message_type if field is not None else None
+    return message is not None and "error" in message.fields_by_name
 
 
 def _init_of(cls: type) -> str:

@@ -27,6 +27,7 @@ from typing import Any, TypeVar, overload
 import anyio
 from livekit import rtc
 
+from . import _self_updates
 from ._audio import SessionAudio
 from ._core import SessionCore, SessionState
 from ._data import DataChannel
@@ -47,6 +48,7 @@ from ._exceptions import (
     map_sdk_exceptions,
 )
 from ._participants import LocalParticipant, Participant, RemoteParticipant, TrackPublication
+from ._rpc import SessionRpc
 from ._sdk_compat import room_sid_now, room_was_connected
 from ._subscription import OverflowPolicy
 from ._types import ConnectionState, DisconnectReason, ParticipantKind, TrackKind, TrackSource
@@ -165,6 +167,7 @@ class Session:
         self._stop_watching: Callable[[], None] = lambda: None
         self._data: DataChannel | None = None
         self._audio: SessionAudio | None = None
+        self._rpc: SessionRpc | None = None
 
     # -- construction --------------------------------------------------------------------
 
@@ -260,6 +263,46 @@ class Session:
         if self._audio is None:
             self._audio = SessionAudio(self._core)
         return self._audio
+
+    @property
+    def rpc(self) -> SessionRpc:
+        """RPC: call other participants' methods, answer calls (see the RPC page)."""
+        if self._rpc is None:
+            self._rpc = SessionRpc(self._core)
+        return self._rpc
+
+    # -- the local participant's own metadata, name and attributes ----------------------
+
+    async def set_metadata(self, metadata: str) -> None:
+        """Set the local participant's metadata; others get
+        [`ParticipantMetadataChanged`][lkkit.ParticipantMetadataChanged].
+
+        Returns once the server accepted it. Needs `canUpdateOwnMetadata` in the token.
+
+        Raises:
+            ParticipantUpdateDenied: the token lacks `canUpdateOwnMetadata`.
+            ParticipantUpdateError: the server refused it otherwise (too large, say).
+            InvalidParticipantUpdate: `metadata` is not a `str`; nothing sent.
+            NotConnected: the session is not connected.
+        """
+        await _self_updates.set_metadata(self._core, metadata)
+
+    async def set_name(self, name: str) -> None:
+        """Set the local participant's display name; others get
+        [`ParticipantNameChanged`][lkkit.ParticipantNameChanged]. Needs
+        `canUpdateOwnMetadata`; raises as [`set_metadata`][lkkit.Session.set_metadata]."""
+        await _self_updates.set_name(self._core, name)
+
+    async def set_attributes(self, attributes: Mapping[str, str]) -> None:
+        """Set some of the local participant's attributes; others get
+        [`ParticipantAttributesChanged`][lkkit.ParticipantAttributesChanged].
+
+        The server merges: keys not given keep their values, and a key set to `""` is
+        removed. Needs `canUpdateOwnMetadata`; raises as
+        [`set_metadata`][lkkit.Session.set_metadata] (a mapping that is not `str` to
+        `str` is an `InvalidParticipantUpdate`).
+        """
+        await _self_updates.set_attributes(self._core, attributes)
 
     # -- events --------------------------------------------------------------------------
 
