@@ -52,17 +52,20 @@ async def send_marker(sender: lkkit.Session, topic: str = "t") -> bytes:
 # -- sizes ---------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("native_stream", [None, False], ids=["default", "lkkit-chunks"])
 @pytest.mark.parametrize(
     "size",
     [0, 1, MAX_PACKET_BYTES, MAX_PACKET_BYTES + 1, 1024 * 1024],
     ids=["0B", "1B", "15360B", "15361B", "1MiB"],
 )
-async def test_payload_sizes_arrive_whole(livekit_room: LiveKitRoom, size: int) -> None:
+async def test_payload_sizes_arrive_whole(
+    livekit_room: LiveKitRoom, size: int, native_stream: bool | None
+) -> None:
     async with pair(livekit_room) as (alice, bob):
         payload = os.urandom(size)
         packets_before = alice.data.stats.packets_sent
         async with bob.data.messages("blob") as messages:
-            sent = await alice.data.send(payload, topic="blob")
+            sent = await alice.data.send(payload, topic="blob", native_stream=native_stream)
             message = await receive(messages)
         assert message.payload == payload
         assert message.topic == "blob"
@@ -70,12 +73,18 @@ async def test_payload_sizes_arrive_whole(livekit_room: LiveKitRoom, size: int) 
         assert message.participant is not None
         assert message.participant.identity == "alice"
         assert message.reliability is lkkit.DataReliability.RELIABLE
-        chunked = size > MAX_PACKET_BYTES
-        assert message.kind is (DataKind.CHUNKED if chunked else DataKind.PACKET)
         assert sent.size == size
-        assert sent.chunked is chunked
-        assert sent.packets == (-(-size // (MAX_PACKET_BYTES - 38)) if chunked else 1)
-        assert alice.data.stats.packets_sent == packets_before + sent.packets
+        if size <= MAX_PACKET_BYTES:
+            assert message.kind is DataKind.PACKET
+            assert (sent.packets, sent.chunked) == (1, False)
+        elif native_stream is None:  # what every LiveKit SDK reads
+            assert message.kind is DataKind.BYTE_STREAM
+            assert (sent.packets, sent.chunked) == (None, False)
+        else:
+            assert message.kind is DataKind.CHUNKED
+            assert sent.chunked
+            assert sent.packets == -(-size // (MAX_PACKET_BYTES - 38))
+        assert alice.data.stats.packets_sent == packets_before + (sent.packets or 0)
         stats = bob.data.stats
         assert stats.pending_messages == 0
         assert stats.pending_bytes == 0
@@ -86,7 +95,7 @@ async def test_16_mib_message(livekit_room: LiveKitRoom) -> None:
     async with pair(livekit_room) as (alice, bob):
         payload = os.urandom(16 * 1024 * 1024)
         async with bob.data.messages("big") as messages:
-            sender = asyncio.create_task(alice.data.send(payload, topic="big"))
+            sender = asyncio.create_task(alice.data.send(payload, topic="big", native_stream=False))
             # Send and receive overlap: the event loop stays free while sending.
             message = await receive(messages)
             sent = await sender
@@ -302,7 +311,7 @@ async def reconnect_mid_message(
     sent: list[DataSent] = []
 
     async def send() -> None:
-        sent.append(await alice.data.send(payload, topic="big"))
+        sent.append(await alice.data.send(payload, topic="big", native_stream=False))
 
     async with target.events(Reconnected) as reconnected, anyio.create_task_group() as tg:
         tg.start_soon(send)
@@ -387,17 +396,23 @@ def _numbered(index: int, size: int) -> bytes:
     return index.to_bytes(4, "big") + os.urandom(max(0, size - 4))
 
 
-async def test_order_large_and_small_interleaved(livekit_room: LiveKitRoom) -> None:
+@pytest.mark.parametrize("native_stream", [None, False], ids=["default", "lkkit-chunks"])
+async def test_order_large_and_small_interleaved(
+    livekit_room: LiveKitRoom, native_stream: bool | None
+) -> None:
     sizes = [10, 200_000, 5, 15_361, 1, 40_000, 15_360, 300_000, 2, 16, 70_000, 8]
     async with pair(livekit_room) as (alice, bob):
         payloads = [_numbered(i, s) for i, s in enumerate(sizes)]
         async with bob.data.messages("o") as messages:
             for payload in payloads:
-                await alice.data.send(payload, topic="o")
-            # Concurrent sends from several tasks keep the order the sends began in.
+                await alice.data.send(payload, topic="o", native_stream=native_stream)
+            # Concurrent sends from several tasks keep the order the sends began in;
+            # the receiver holds a sender's packets behind its stream being read.
             async with anyio.create_task_group() as tg:
                 for payload in payloads:
-                    tg.start_soon(partial(alice.data.send, payload, topic="o"))
+                    tg.start_soon(
+                        partial(alice.data.send, payload, topic="o", native_stream=native_stream)
+                    )
                     await anyio.lowlevel.checkpoint()
             received = [await receive(messages) for _ in range(2 * len(payloads))]
         assert [m.payload for m in received] == payloads + payloads
@@ -423,7 +438,7 @@ async def test_two_senders_reassemble_independently(livekit_room: LiveKitRoom) -
         received = [await receive(messages) for _ in range(6)]
     assert [m.payload for m in received if m.sender == "alice"] == from_alice
     assert [m.payload for m in received if m.sender == "bob"] == from_bob
-    assert carol.data.stats.chunked_received == 6
+    assert carol.data.stats.streams_received == 6
 
 
 # -- input checks ----------------------------------------------------------------------

@@ -5,7 +5,6 @@ text and byte streams both ways."""
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 
 import anyio
@@ -120,7 +119,7 @@ async def test_chunked_message_reaches_a_plain_peer_as_documented_chunks(
     async with raw_peer(livekit_room) as raw:
         await wait_lkkit_to_raw(alice, raw)
         inbox = RawInbox(raw)
-        sent = await alice.data.send(payload, topic="big")
+        sent = await alice.data.send(payload, topic="big", native_stream=False)
         packets = await inbox.wait_for(2)
     assert sent.packets == 2
     assert all(len(p.data) <= MAX_PACKET_BYTES for p in packets)
@@ -172,45 +171,56 @@ async def test_native_streams_from_a_plain_peer_arrive_as_messages(
     assert bob.data.stats.pending_bytes == 0
 
 
-async def test_native_stream_send_reaches_plain_stream_handlers(
+async def test_large_sends_reach_plain_stream_handlers_in_chunks_within_15_kib(
     livekit_room: LiveKitRoom,
 ) -> None:
+    """The default wire for a large message is a native stream, which a plain peer
+    reads with its stream handlers; every chunk the SDK put on the wire (one per
+    reader item for uncompressed bytes) stays within the 15 KiB packet budget."""
     alice = await livekit_room.join("alice")
     blob = os.urandom(1024 * 1024)
+    long_text = "a text ✓ " * 5_000  # 50,000 characters, 60,000 UTF-8 bytes
     async with raw_peer(livekit_room) as raw:
         await wait_lkkit_to_raw(alice, raw)
-        texts: asyncio.Queue[tuple[str, str, str]] = asyncio.Queue()
-        blobs: asyncio.Queue[tuple[bytes, str, str]] = asyncio.Queue()
+        texts: asyncio.Queue[tuple[list[str], str, str]] = asyncio.Queue()
+        blobs: asyncio.Queue[tuple[list[bytes], str, str]] = asyncio.Queue()
         tasks: set[asyncio.Task[None]] = set()
 
         def on_text(reader: rtc.TextStreamReader, identity: str) -> None:
             async def read() -> None:
-                await texts.put((await reader.read_all(), identity, reader.info.topic))
+                await texts.put(([chunk async for chunk in reader], identity, reader.info.topic))
 
             task = asyncio.get_running_loop().create_task(read())
             tasks.add(task)
 
         def on_bytes(reader: rtc.ByteStreamReader, identity: str) -> None:
             async def read() -> None:
-                data = b"".join([chunk async for chunk in reader])
-                await blobs.put((data, identity, reader.info.topic))
+                await blobs.put(([chunk async for chunk in reader], identity, reader.info.topic))
 
             task = asyncio.get_running_loop().create_task(read())
             tasks.add(task)
 
         raw.register_text_stream_handler("files", on_text)
         raw.register_byte_stream_handler("files", on_bytes)
-        sent_text = await alice.data.send("a text ✓", topic="files", native_stream=True)
-        sent_blob = await alice.data.send(blob, topic="files", native_stream=True)
+        sent_small = await alice.data.send("a text ✓", topic="files", native_stream=True)
+        sent_text = await alice.data.send(long_text, topic="files")
+        sent_blob = await alice.data.send(blob, topic="files")
         with anyio.fail_after(WAIT):
+            small = await texts.get()
             text = await texts.get()
             data = await blobs.get()
         await asyncio.gather(*tasks)
-    assert text == ("a text ✓", "alice", "files")
-    assert data == (blob, "alice", "files")
-    assert sent_text.packets is None
+    assert ("".join(small[0]), small[1], small[2]) == ("a text ✓", "alice", "files")
+    assert ("".join(text[0]), text[1], text[2]) == (long_text, "alice", "files")
+    assert (b"".join(data[0]), data[1], data[2]) == (blob, "alice", "files")
+    assert len(data[0]) >= len(blob) // 15_000
+    assert max(len(chunk) for chunk in data[0]) <= 15_000
+    # Text is compressed by the SDK when that helps, chunked at 15,000 compressed bytes
+    # on the wire and decompressed whole at the receiver: its reader chunks are not
+    # wire chunks, so only the (incompressible) bytes show the wire's chunking here.
+    for sent in (sent_small, sent_text, sent_blob):
+        assert (sent.packets, sent.chunked) == (None, False)
     assert sent_blob.size == len(blob)
-    assert not sent_blob.chunked
 
 
 async def test_lkkit_to_lkkit_native_stream(livekit_room: LiveKitRoom) -> None:
@@ -229,9 +239,7 @@ async def test_lkkit_to_lkkit_native_stream(livekit_room: LiveKitRoom) -> None:
     assert second.kind is DataKind.BYTE_STREAM
 
 
-async def test_topic_whose_streams_the_application_handles(
-    livekit_room: LiveKitRoom, caplog: pytest.LogCaptureFixture
-) -> None:
+async def test_topic_whose_streams_the_application_handles(livekit_room: LiveKitRoom) -> None:
     bob = await livekit_room.join("bob")
     app_streams: list[str] = []
 
@@ -242,34 +250,48 @@ async def test_topic_whose_streams_the_application_handles(
     bob.room.register_byte_stream_handler("shared", app_handler)
     async with raw_peer(livekit_room) as raw:
         await wait_raw_to_lkkit(raw, bob)
-        with caplog.at_level(logging.WARNING, logger="lkkit.data"):
-            async with bob.data.messages("shared") as messages:
-                assert "already have a handler" in caplog.text
-                await raw.local_participant.send_bytes(b"for the app", topic="shared")
-                await raw.local_participant.send_text("for lkkit", topic="shared")
-                await raw.local_participant.publish_data(b"packet", topic="shared")
-                received = [await receive(messages) for _ in range(2)]
+        async with bob.data.messages("shared") as messages:
+            await raw.local_participant.send_bytes(b"for the app", topic="shared")
+            await raw.local_participant.send_text("for lkkit", topic="shared")
+            await raw.local_participant.publish_data(b"packet", topic="shared")
+            received = [await receive(messages) for _ in range(2)]
         assert sorted(m.payload for m in received) == [b"for lkkit", b"packet"]
         assert app_streams == ["raw"]
-    # Leaving the subscription left the application's handler alone, and released
-    # lkkit's text handler: registering either again behaves as the SDK says.
+    # lkkit registered nothing on the room: the application's handlers are its own.
     with pytest.raises(ValueError, match="already set"):
         bob.room.register_byte_stream_handler("shared", app_handler)
     bob.room.register_text_stream_handler("shared", lambda reader, identity: reader.close())
 
 
-async def test_stream_handlers_live_as_long_as_a_subscription_wants_them(
+async def test_streams_on_every_topic_reach_an_all_topics_subscription(
     livekit_room: LiveKitRoom,
 ) -> None:
     bob = await livekit_room.join("bob")
-    async with bob.data.messages("t"):
-        async with bob.data.messages(["t", "u"]):
-            pass
-        # "t" is still wanted by the outer subscription.
-        with pytest.raises(ValueError, match="already set"):
-            bob.room.register_byte_stream_handler("t", lambda reader, identity: None)
-        bob.room.register_byte_stream_handler("u", lambda reader, identity: None)
-    bob.room.register_byte_stream_handler("t", lambda reader, identity: None)
+    async with raw_peer(livekit_room) as raw:
+        await wait_raw_to_lkkit(raw, bob)
+        async with bob.data.messages() as everything, bob.data.messages(["b", "c"]) as some:
+            await raw.local_participant.send_text("text on a", topic="a")
+            await raw.local_participant.send_bytes(b"bytes on b", topic="b")
+            await raw.local_participant.send_text("text, no topic")
+            await raw.local_participant.send_bytes(os.urandom(40_000), topic="c")
+            received = [await receive(everything) for _ in range(4)]
+            received_some = [await receive(some) for _ in range(2)]
+        assert [(m.topic, m.kind) for m in received] == [
+            ("a", DataKind.TEXT_STREAM),
+            ("b", DataKind.BYTE_STREAM),
+            ("", DataKind.TEXT_STREAM),
+            ("c", DataKind.BYTE_STREAM),
+        ]
+        assert [m.topic for m in received_some] == ["b", "c"]
+        assert bob.data.stats.streams_received == 4
+        # A stream no subscription wants is counted, not read and not lost silently.
+        async with bob.data.messages("wanted") as wanted:
+            unrouted = bob.data.stats.messages_unrouted
+            await raw.local_participant.send_text("nobody wants this", topic="unwanted")
+            await raw.local_participant.send_text("marker", topic="wanted")
+            assert (await receive(wanted)).text == "marker"
+        assert bob.data.stats.messages_unrouted == unrouted + 1
+        assert bob.data.stats.streams_received == 5
 
 
 # -- the server API --------------------------------------------------------------------

@@ -2,7 +2,7 @@
 
 ```python
 await session.data.send("hello", topic="chat")
-await session.data.send(big_blob, topic="files", to=["bob"])  # chunked if > 15 KiB
+await session.data.send(big_blob, topic="files", to=["bob"])  # a stream if > 15 KiB
 
 async with session.data.messages("chat") as messages:
     async for message in messages:
@@ -17,6 +17,7 @@ See docs/data.md for sizes, reliability, topics, destinations and drop reports.
 """
 
 from ._channel import DataChannel, DataSubscription
+from ._stream_io import DataStreamWriter, IncomingStream
 from ._types import (
     LOSSY_MTU_BYTES,
     MAX_TOPIC_BYTES,
@@ -42,5 +43,7 @@ __all__ = [
     "DataOrigin",
     "DataSent",
     "DataStats",
+    "DataStreamWriter",
     "DataSubscription",
+    "IncomingStream",
 ]

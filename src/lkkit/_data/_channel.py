@@ -10,9 +10,12 @@ is reported when something is dropped.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
+import mimetypes
+import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from types import MappingProxyType
 from typing import Any, TypeVar
 
@@ -33,9 +36,11 @@ from .._exceptions import (
     map_sdk_exceptions,
 )
 from .._subscription import OverflowPolicy, Subscription, check_buffer
+from .._types import DataReliability
 from ._args import check_topic, destinations, payload_bytes, positive, topics
-from ._native_streams import NativeStreamReceiver
+from ._native_streams import NativeStreamReceiver, StreamSlot
 from ._packets import PacketReceiver
+from ._stream_io import DataStreamWriter, IncomingStream, check_attributes
 from ._types import (
     LOSSY_MTU_BYTES,
     DataDropped,
@@ -57,6 +62,11 @@ _ENCODE_IN_THREAD_BYTES = 1024 * 1024
 _SEND_WINDOW = 8
 _DEFAULT_BUFFER = 1024
 _DEFAULT_BUFFER_BYTES = 128 * 1024 * 1024
+# Packets held behind one sender's stream (15 KiB each at most): past this, they go on
+# out of order rather than grow without bound.
+_MAX_HELD_PACKETS = 1024
+# What `send_file` reads and writes at a time: one chunk of the SDK's streams.
+_FILE_CHUNK_BYTES = 15_000
 
 T_co = TypeVar("T_co", covariant=True)
 
@@ -85,6 +95,7 @@ class DataSubscription(Subscription[T_co]):
         topics: frozenset[str] | None,
         drops: bool,
         buffer: int,
+        streams: bool = False,
         buffer_bytes: int | None,
         overflow: OverflowPolicy,
     ) -> None:
@@ -92,7 +103,7 @@ class DataSubscription(Subscription[T_co]):
             buffer=buffer,
             overflow=overflow,
             max_bytes=buffer_bytes,
-            size_of=_message_size if not drops else _no_size,
+            size_of=_message_size if not (drops or streams) else _no_size,
             on_open=channel._attach,
             on_close=channel._detach,
             on_drop=None if drops else channel._subscriber_dropped,
@@ -100,6 +111,7 @@ class DataSubscription(Subscription[T_co]):
         )
         self._topics = topics
         self._drops = drops
+        self._streams = streams
 
     @property
     def topics(self) -> frozenset[str] | None:
@@ -108,6 +120,9 @@ class DataSubscription(Subscription[T_co]):
 
     def _wants(self, message: DataMessage) -> bool:  # message subscriptions only
         return self._accepting and (self._topics is None or message.topic in self._topics)
+
+    def _wants_topic(self, topic: str) -> bool:
+        return self._accepting and (self._topics is None or topic in self._topics)
 
 
 def _message_size(message: Any) -> int:
@@ -135,11 +150,22 @@ class DataChannel:
         self._options = DataOptions()
         self._send_lock = asyncio.Lock()
         self._message_subs: list[DataSubscription[DataMessage]] = []
+        self._stream_subs: list[DataSubscription[IncomingStream[Any]]] = []
         self._drop_subs: list[DataSubscription[DataDropped]] = []
         self._packets = PacketReceiver(self._options, self._deliver, self._report)
         self._streams = NativeStreamReceiver(
-            core, lambda: self._options, self._deliver, self._report
+            core,
+            lambda: self._options,
+            self._stream_opened,
+            self._report,
+            wants=self._wants_topic,
+            stream_readers=self._stream_readers,
+            unrouted=self._count_unrouted,
         )
+        # Per sender, while one of its streams is being read: that stream and what
+        # came after it (reliable packets, later streams), delivered in that order.
+        self._in_order: dict[str, collections.deque[StreamSlot | DataReceived]] = {}
+        self._held_packets = 0
         # Times incomplete chunked messages out while packets are quiet.
         self._expiry: asyncio.Task[None] | None = None
         self._closed = False
@@ -214,16 +240,18 @@ class DataChannel:
         topic: str = "",
         reliable: bool = True,
         to: Iterable[str] | None = None,
-        native_stream: bool = False,
+        native_stream: bool | None = None,
     ) -> DataSent:
         """Send one message to everyone in the room, or to the identities in `to`.
 
-        Every check runs before the first packet leaves. A payload of at most 15,360
-        bytes goes as one packet, byte-identical (so plain LiveKit peers receive it
-        as sent); a larger reliable payload is split into chunks of at most 15,360
-        bytes that receiving lkkit sessions reassemble. Reliable messages of one
-        session arrive in the order their `send` calls began, large and small alike
-        (sends wait for each other); lossy ones do not wait.
+        Every check runs before anything leaves. A payload of at most 15,360 bytes
+        goes as one packet, byte-identical; a larger reliable one goes as a LiveKit
+        native stream (a text stream for a `str`, a byte stream otherwise), which
+        every LiveKit SDK receives whole with its stream handlers (JS
+        `registerTextStreamHandler` / `registerByteStreamHandler`, ...). Reliable
+        messages of one session leave in the order their `send` calls began (sends
+        wait for each other); lossy ones do not wait. See the data page for what
+        each wire gives and which order receivers see.
 
         Args:
             payload: the bytes to send; a `str` is sent as UTF-8.
@@ -234,9 +262,11 @@ class DataChannel:
             to: identities to send to; `None` for everyone. Identities not in the
                 room are skipped by the server without error; the result lists
                 those this session could not see.
-            native_stream: send as a LiveKit native data stream (`send_text` for a
-                `str`, `send_bytes` otherwise), which plain JS, Swift, Kotlin and
-                Python clients receive with their stream handlers. Reliable only.
+            native_stream: `None` (the default): one packet when the payload fits,
+                else a native stream. `True`: a native stream whatever the size.
+                `False`: one packet, or, when larger, lkkit's own chunk format
+                (integrity-checked and ordered with packets, but only lkkit
+                sessions can read it). Streams are reliable only.
 
         Raises:
             InvalidDataArgument: a wrong payload, topic or `to` type or value, or
@@ -252,10 +282,12 @@ class DataChannel:
         topic = check_topic(topic)
         if not isinstance(reliable, bool):
             raise InvalidDataArgument(f"reliable must be a bool, got {reliable!r}")
-        if not isinstance(native_stream, bool):
-            raise InvalidDataArgument(f"native_stream must be a bool, got {native_stream!r}")
+        if native_stream is not None and not isinstance(native_stream, bool):
+            raise InvalidDataArgument(
+                f"native_stream must be None, True or False, got {native_stream!r}"
+            )
         identities = destinations(to)
-        if native_stream and not reliable:
+        if native_stream is True and not reliable:
             raise InvalidDataArgument("native streams are reliable only; use reliable=True")
         packets: list[bytes] | None = None
         if not reliable:
@@ -280,6 +312,8 @@ class DataChannel:
         )
         send_to = list(identities) if identities is not None else []
 
+        if native_stream is None:
+            native_stream = reliable and (len(data) > MAX_PACKET_BYTES or needs_framing(data))
         if native_stream:
             async with self._send_lock:
                 with map_sdk_exceptions():
@@ -399,10 +433,10 @@ class DataChannel:
         Messages arriving after `async with` entered are buffered (at most `buffer`
         messages and `buffer_bytes` payload bytes; when full, `overflow` applies: by
         default the oldest buffered message is dropped and reported as a
-        `SUBSCRIBER_FULL` drop, for this subscriber only). Subscribing to named
-        topics also receives the LiveKit native text and byte streams sent on them
-        (streams are dispatched by exact topic, so a subscription to all topics
-        receives streams only on topics some other subscription names).
+        `SUBSCRIBER_FULL` drop, for this subscriber only). LiveKit native text and
+        byte streams arrive here whole, on every topic, like packets (except topics
+        the application registered its own handler for on `session.room`); a stream
+        no subscription wants is counted in `stats.messages_unrouted`, unread.
 
         Raises:
             InvalidDataArgument: a topic that is not a `str` (or is too long), an
@@ -421,6 +455,198 @@ class DataChannel:
             buffer_bytes=buffer_bytes,
             overflow=policy,
         )
+
+    def streams(
+        self, topic: str | Iterable[str] | None = None, *, buffer: int = _DEFAULT_BUFFER
+    ) -> DataSubscription[IncomingStream[Any]]:
+        """Subscribe to native streams as they open, to read each chunk by chunk while
+        it arrives (an LLM's tokens, a large file) rather than whole.
+
+        ```python
+        async with session.data.streams("lk.chat") as streams:
+            async for stream in streams:
+                async for token in stream.chunks():
+                    print(token, end="")
+        ```
+
+        Each stream subscription gets its own [`IncomingStream`][lkkit.IncomingStream]
+        per stream, with a buffer of at most `options.max_pending_bytes`: a reader
+        that falls further behind loses that stream (`SubscriptionOverflow`), the
+        others go on. Whole-message subscriptions (`messages`) on the same topic
+        still get the stream whole. Packets are not streams: they come only through
+        `messages`.
+
+        Raises:
+            InvalidDataArgument: a topic that is not a `str` (or is too long), an
+                empty collection, or a non-positive bound.
+        """
+        chosen = topics(topic)
+        positive("buffer", buffer)
+        return DataSubscription(
+            self,
+            topics=chosen,
+            drops=False,
+            streams=True,
+            buffer=buffer,
+            buffer_bytes=None,
+            overflow=OverflowPolicy.DROP_OLDEST,
+        )
+
+    async def open_text_stream(
+        self,
+        *,
+        topic: str = "",
+        to: Iterable[str] | None = None,
+        attributes: Mapping[str, str] | None = None,
+        total_size: int | None = None,
+    ) -> DataStreamWriter[str]:
+        """Open a native text stream to write as the text is produced (every LiveKit
+        SDK reads it: JS `registerTextStreamHandler`).
+
+        ```python
+        async with await session.data.open_text_stream(topic="lk.chat") as stream:
+            async for token in llm:
+                await stream.write(token)
+        ```
+
+        Raises:
+            InvalidDataArgument: a wrong topic, `to`, attributes or `total_size`.
+            DataPermissionDenied: the local participant lacks `canPublishData`.
+            NotConnected: the session is not connected.
+            StreamError: the SDK could not open the stream.
+        """
+        topic, send_to, extra = self._stream_args(topic, to, attributes, total_size)
+        room = self._publishing_room()
+        with map_sdk_exceptions():
+            writer = await room.local_participant.stream_text(
+                destination_identities=send_to,
+                topic=topic,
+                attributes=extra or None,
+                total_size=total_size,
+            )
+        return DataStreamWriter(writer, text=True)
+
+    async def open_byte_stream(
+        self,
+        *,
+        topic: str = "",
+        name: str = "",
+        mime_type: str = "application/octet-stream",
+        to: Iterable[str] | None = None,
+        attributes: Mapping[str, str] | None = None,
+        total_size: int | None = None,
+    ) -> DataStreamWriter[bytes]:
+        """Open a native byte stream to write as the bytes are produced (JS
+        `registerByteStreamHandler`); `name` and `mime_type` reach the receivers.
+
+        Raises:
+            InvalidDataArgument: a wrong topic, name, MIME type, `to`, attributes or
+                `total_size`.
+            DataPermissionDenied: the local participant lacks `canPublishData`.
+            NotConnected: the session is not connected.
+            StreamError: the SDK could not open the stream.
+        """
+        topic, send_to, extra = self._stream_args(topic, to, attributes, total_size)
+        for label, value in (("name", name), ("mime_type", mime_type)):
+            if not isinstance(value, str):
+                raise InvalidDataArgument(f"{label} must be a str, got {value!r}")
+        room = self._publishing_room()
+        with map_sdk_exceptions():
+            writer = await room.local_participant.stream_bytes(
+                name,
+                total_size=total_size,
+                mime_type=mime_type or "application/octet-stream",
+                attributes=extra or None,
+                destination_identities=send_to,
+                topic=topic,
+            )
+        return DataStreamWriter(writer, text=False)
+
+    async def send_file(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        topic: str = "",
+        name: str | None = None,
+        mime_type: str | None = None,
+        to: Iterable[str] | None = None,
+        attributes: Mapping[str, str] | None = None,
+        on_progress: Callable[[int, int], object] | None = None,
+    ) -> DataSent:
+        """Send a file as a native byte stream with its name and MIME type, read and
+        sent a chunk at a time (memory stays flat whatever its size).
+
+        Args:
+            path: the file.
+            name: what receivers see as its name; default: the file's own name.
+            mime_type: default: guessed from the name, else
+                `application/octet-stream`.
+            on_progress: called as `on_progress(bytes_sent, total_bytes)` after each
+                chunk left.
+
+        Raises:
+            InvalidDataArgument: not a readable regular file, or a wrong argument;
+                nothing sent.
+            DataPermissionDenied, NotConnected, StreamError: as `open_byte_stream`.
+        """
+        file_path = anyio.Path(path)
+        if not await file_path.is_file():
+            raise InvalidDataArgument(f"not a file: {str(file_path)!r}")
+        if on_progress is not None and not callable(on_progress):
+            raise InvalidDataArgument("on_progress must be callable")
+        name = file_path.name if name is None else name
+        if mime_type is None:
+            mime_type = mimetypes.guess_type(name)[0] or "application/octet-stream"
+        total = (await file_path.stat()).st_size
+        try:
+            handle = await file_path.open("rb")
+        except OSError as exc:
+            raise InvalidDataArgument(f"cannot read {str(file_path)!r}: {exc}") from exc
+        async with handle:
+            stream = await self.open_byte_stream(
+                topic=topic,
+                name=name,
+                mime_type=mime_type,
+                to=to,
+                attributes=attributes,
+                total_size=total,
+            )
+            async with stream:
+                while chunk := await handle.read(_FILE_CHUNK_BYTES):
+                    await stream.write(chunk)
+                    if on_progress is not None:
+                        on_progress(stream.bytes_written, total)
+        self._count_sent(stream.bytes_written, 0)
+        room = self._core.room_or_none
+        absent = tuple(
+            d for d in (destinations(to) or ()) if room is None or d not in room.remote_participants
+        )
+        return DataSent(stream.bytes_written, None, None, absent)
+
+    def _stream_args(
+        self,
+        topic: object,
+        to: object,
+        attributes: object,
+        total_size: object,
+    ) -> tuple[str, list[str], dict[str, str]]:
+        checked_topic = check_topic(topic)
+        identities = destinations(to)
+        extra = check_attributes(attributes)
+        if total_size is not None and (
+            not isinstance(total_size, int) or isinstance(total_size, bool) or total_size < 0
+        ):
+            raise InvalidDataArgument(f"total_size must be an int >= 0, got {total_size!r}")
+        return checked_topic, list(identities) if identities is not None else [], extra
+
+    def _publishing_room(self) -> rtc.Room:
+        room = self._core.require_connected()
+        if not room.local_participant.permissions.can_publish_data:
+            raise DataPermissionDenied(
+                f"participant {room.local_participant.identity!r} may not publish data "
+                "(its token or permissions lack canPublishData); the server would drop it"
+            )
+        return room
 
     def drops(self, *, buffer: int = _DEFAULT_BUFFER) -> DataSubscription[DataDropped]:
         """Subscribe to reports of received data thrown away (see `DataDropReason`).
@@ -452,31 +678,64 @@ class DataChannel:
             return
         if subscription._drops:
             self._drop_subs.append(subscription)
-            return
-        self._message_subs.append(subscription)
-        for topic in subscription.topics or ():
-            self._streams.want(topic)
+        elif subscription._streams:
+            self._stream_subs.append(subscription)
+        else:
+            self._message_subs.append(subscription)
 
     def _detach(self, subscription: Subscription[Any]) -> None:
         if subscription in self._message_subs:
             assert isinstance(subscription, DataSubscription)
             self._message_subs.remove(subscription)
-            if not self._closed:
-                for topic in subscription.topics or ():
-                    self._streams.unwant(topic)
         elif subscription in self._drop_subs:
             self._drop_subs.remove(subscription)
+        elif subscription in self._stream_subs:
+            self._stream_subs.remove(subscription)
 
     # -- receiving ---------------------------------------------------------------------
 
     def _on_event(self, event: Event) -> None:
         if isinstance(event, DataReceived) and not self._closed:
-            try:
-                self._packets.on_packet(event)
-            except Exception:  # never let one packet break the SDK's dispatch
-                logger.exception("lkkit could not process a data packet")
-            if self._packets.pending and (self._expiry is None or self._expiry.done()):
-                self._expiry = self._core.spawn(self._expire_while_pending(), name="data expiry")
+            queue = self._in_order.get(event.sender_identity or "")
+            if (
+                queue is not None
+                and event.reliability is DataReliability.RELIABLE
+                and self._held_packets < _MAX_HELD_PACKETS
+            ):
+                queue.append(event)
+                self._held_packets += 1
+                return
+            self._take_packet(event)
+
+    def _stream_opened(self, sender: str) -> StreamSlot:
+        slot = StreamSlot(lambda: self._flush(sender))
+        self._in_order.setdefault(sender, collections.deque()).append(slot)
+        return slot
+
+    def _flush(self, sender: str) -> None:
+        # Deliver from the front of the sender's queue up to a stream still being read.
+        queue = self._in_order.get(sender)
+        while queue and not self._closed:
+            item = queue[0]
+            if isinstance(item, StreamSlot):
+                if not item.done:
+                    return
+                queue.popleft()
+                if item.message is not None:
+                    self._deliver(item.message)
+            else:
+                queue.popleft()
+                self._held_packets -= 1
+                self._take_packet(item)
+        self._in_order.pop(sender, None)
+
+    def _take_packet(self, event: DataReceived) -> None:
+        try:
+            self._packets.on_packet(event)
+        except Exception:  # never let one packet break the SDK's dispatch
+            logger.exception("lkkit could not process a data packet")
+        if self._packets.pending and (self._expiry is None or self._expiry.done()):
+            self._expiry = self._core.spawn(self._expire_while_pending(), name="data expiry")
 
     async def _expire_while_pending(self) -> None:
         # One timer per session, only while an incomplete message is held: a stalled
@@ -509,6 +768,15 @@ class DataChannel:
             )
         )
 
+    def _wants_topic(self, topic: str) -> bool:
+        return any(sub._wants_topic(topic) for sub in self._message_subs)
+
+    def _stream_readers(self, topic: str) -> list[Callable[[IncomingStream[Any]], bool]]:
+        return [sub._offer for sub in self._stream_subs if sub._wants_topic(topic)]
+
+    def _count_unrouted(self) -> None:
+        self._unrouted += 1
+
     def _deliver(self, message: DataMessage) -> None:
         self._messages_received += 1
         self._bytes_received += len(message.payload)
@@ -528,9 +796,10 @@ class DataChannel:
             return
         self._closed = True
         self._remove_listener()
-        for subscription in self._message_subs + self._drop_subs:
+        for subscription in [*self._message_subs, *self._drop_subs, *self._stream_subs]:
             subscription._end()
         self._streams.close()
+        self._in_order.clear()
         self._packets.reset(self._options)  # frees partial buffers
 
     def __repr__(self) -> str:

@@ -1,10 +1,11 @@
 """Receiving LiveKit native data streams (text and byte streams) as whole messages.
 
-The SDK dispatches a stream by its exact topic to the one handler registered for it.
-lkkit registers a handler per topic some subscription names (reference counted), reads
-each stream in a task the session owns, and hands the whole message (or a drop) on.
-Handlers for topics named before the session connected are registered when the room
-is bound, so a subscription entered before connect also receives streams.
+The SDK dispatches a stream to the one handler registered for its exact topic and
+drops the rest. lkkit takes every stream no one registered a handler for (through
+`_sdk_compat.route_unclaimed_streams`), on any topic: a stream some subscription wants
+is read in a task the session owns and handed on whole (or as a drop); one no
+subscription wants is counted as unrouted and left unread. Topics the application
+registered its own SDK handler for stay the application's.
 """
 
 from __future__ import annotations
@@ -12,47 +13,78 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from types import MappingProxyType
 from typing import Any
 
 import anyio
 from livekit import rtc
 
 from .._core import SessionCore
+from .._exceptions import StreamError
 from .._participants import RemoteParticipant
-from .._sdk_compat import SdkStreamError
+from .._sdk_compat import SdkStreamError, StreamHandler, route_unclaimed_streams
 from .._types import DataReliability
+from ._stream_io import IncomingStream
 from ._types import DataDropped, DataDropReason, DataKind, DataMessage, DataOptions
 
-__all__ = ["NativeStreamReceiver"]
+__all__ = ["NativeStreamReceiver", "StreamSlot"]
+
+# What an incremental reader's `StreamError` says when the stream did not end well.
+_REASONS = {
+    DataDropReason.TOO_LARGE: "the stream is larger than max_pending_bytes",
+    DataDropReason.OVER_BUDGET: "the streams being read hold max_pending_bytes",
+    DataDropReason.TIMEOUT: "no chunk arrived within incomplete_timeout",
+    DataDropReason.STREAM_FAILED: "the sender aborted the stream, or the session ended",
+    DataDropReason.SUBSCRIBER_FULL: "every reader fell behind",
+}
 
 logger = logging.getLogger("lkkit.data")
 
 _StreamReader = rtc.TextStreamReader | rtc.ByteStreamReader
 
 
+class StreamSlot:
+    """A stream's place among its sender's messages, filled once it has been read."""
+
+    __slots__ = ("done", "message", "on_fill")
+
+    def __init__(self, on_fill: Callable[[], None]) -> None:
+        self.done = False
+        self.message: DataMessage | None = None
+        self.on_fill = on_fill
+
+    def fill(self, message: DataMessage | None) -> None:
+        self.message, self.done = message, True
+        self.on_fill()
+
+
 class NativeStreamReceiver:
-    """The stream handlers of one session's data channel, and the streams being read."""
+    """The native streams of one session's data channel: which it takes, and the
+    streams being read."""
 
     def __init__(
         self,
         core: SessionCore,
         options: Callable[[], DataOptions],
-        deliver: Callable[[DataMessage], None],
+        opened: Callable[[str], StreamSlot],
         report: Callable[[DataDropped], None],
+        wants: Callable[[str], bool],
+        stream_readers: Callable[[str], list[Callable[[IncomingStream[Any]], bool]]],
+        unrouted: Callable[[], None],
     ) -> None:
         self._core = core
         self._options = options
-        self._deliver = deliver
+        self._opened = opened
         self._report = report
-        # How many subscriptions want each topic, and the (topic, kind) handlers lkkit
-        # registered (another owner may hold a topic).
-        self._topic_refs: dict[str, int] = {}
-        self._handlers: set[tuple[str, DataKind]] = set()
+        self._wants = wants
+        self._stream_readers = stream_readers
+        self._unrouted = unrouted
+        self._restore: Callable[[], None] | None = None
         self._reading = 0
         self._bytes = 0
         self._closed = False
         self.received = 0
-        core.on_bind(self._register_wanted)
+        core.on_bind(self._bind)
 
     @property
     def pending_messages(self) -> int:
@@ -61,61 +93,21 @@ class NativeStreamReceiver:
 
     @property
     def pending_bytes(self) -> int:
-        """Bytes received by incomplete streams now."""
+        """Bytes held by incomplete streams for whole-message subscriptions now."""
         return self._bytes
 
-    # -- handlers by topic ---------------------------------------------------------------
+    def _bind(self, room: rtc.Room) -> None:
+        if not self._closed:
+            self._restore = route_unclaimed_streams(room, self._route)
 
-    def want(self, topic: str) -> None:
-        count = self._topic_refs.get(topic, 0)
-        self._topic_refs[topic] = count + 1
-        room = self._core.room_or_none
-        if count == 0 and room is not None:
-            self._register(room, topic)
-
-    def unwant(self, topic: str) -> None:
-        count = self._topic_refs.get(topic, 0) - 1
-        if count > 0:
-            self._topic_refs[topic] = count
-            return
-        self._topic_refs.pop(topic, None)
-        self._unregister(topic)
-
-    def _register_wanted(self, room: rtc.Room) -> None:
-        for topic in self._topic_refs:
-            self._register(room, topic)
-
-    def _register(self, room: rtc.Room, topic: str) -> None:
-        registrations: tuple[tuple[DataKind, Callable[[str, Any], None]], ...] = (
-            (DataKind.TEXT_STREAM, room.register_text_stream_handler),
-            (DataKind.BYTE_STREAM, room.register_byte_stream_handler),
-        )
-        for kind, register in registrations:
-            handler = self._on_text_stream if kind is DataKind.TEXT_STREAM else self._on_byte_stream
-            try:
-                register(topic, handler)
-            except ValueError:
-                # The SDK takes one handler per topic, and someone else (the
-                # application, another library) holds this one: leave it to them.
-                logger.warning(
-                    "native %s on topic %r already have a handler; lkkit does not "
-                    "receive them (it still receives data packets on that topic)",
-                    kind.value.replace("_", " ") + "s",
-                    topic,
-                )
-            else:
-                self._handlers.add((topic, kind))
-
-    def _unregister(self, topic: str) -> None:
-        room = self._core.room_or_none
-        if (topic, DataKind.TEXT_STREAM) in self._handlers:
-            self._handlers.discard((topic, DataKind.TEXT_STREAM))
-            if room is not None:
-                room.unregister_text_stream_handler(topic)
-        if (topic, DataKind.BYTE_STREAM) in self._handlers:
-            self._handlers.discard((topic, DataKind.BYTE_STREAM))
-            if room is not None:
-                room.unregister_byte_stream_handler(topic)
+    def _route(self, topic: str, is_text: bool) -> StreamHandler | None:
+        # Called by the SDK's dispatch for a stream no handler was registered for.
+        if self._closed:
+            return None
+        if not self._wants(topic) and not self._stream_readers(topic):
+            self._unrouted()
+            return None  # the SDK disposes of it unread
+        return self._on_text_stream if is_text else self._on_byte_stream
 
     # -- reading -------------------------------------------------------------------------
 
@@ -126,16 +118,43 @@ class NativeStreamReceiver:
         self._start(reader, identity, DataKind.BYTE_STREAM)
 
     def _start(self, reader: _StreamReader, identity: str, kind: DataKind) -> None:
-        # Called by the SDK (sync) when a stream on one of our topics opens.
+        # Called by the SDK (sync) when a stream we route opens.
+        topic = reader.info.topic
         if self._closed:
             reader.close()
             return
-        if self._reading >= self._options().max_pending_messages:
+        options = self._options()
+        if self._reading >= options.max_pending_messages:
             reader.close()
-            self._drop(DataDropReason.OVER_BUDGET, identity, reader.info.topic, 0)
+            self._drop(DataDropReason.OVER_BUDGET, identity, topic, 0)
+            return
+        room = self._core.room_or_none
+        sdk_participant = room.remote_participants.get(identity) if room is not None else None
+        participant = RemoteParticipant(sdk_participant) if sdk_participant is not None else None
+        # Incremental readers: one IncomingStream (its own bounded buffer) each.
+        consumers: list[IncomingStream[Any]] = []
+        for offer in self._stream_readers(topic):
+            stream = IncomingStream._open(
+                reader.info,
+                identity or None,
+                participant,
+                kind,
+                time.time(),
+                options.max_pending_bytes,
+            )
+            if offer(stream):
+                consumers.append(stream)
+        whole = self._wants(topic)
+        if not whole and not consumers:
+            reader.close()
+            self._unrouted()
             return
         self._reading += 1
-        self._core.spawn(self._read(reader, identity, kind), name="native stream reader")
+        slot = self._opened(identity) if whole else None
+        self._core.spawn(
+            self._read(reader, identity, participant, kind, slot, consumers),
+            name="native stream reader",
+        )
 
     def _drop(self, reason: DataDropReason, identity: str, topic: str, held: int) -> None:
         self._report(
@@ -149,40 +168,62 @@ class NativeStreamReceiver:
             )
         )
 
-    async def _read(self, reader: _StreamReader, identity: str, kind: DataKind) -> None:
+    async def _read(
+        self,
+        reader: _StreamReader,
+        identity: str,
+        participant: RemoteParticipant | None,
+        kind: DataKind,
+        slot: StreamSlot | None,
+        consumers: list[IncomingStream[Any]],
+    ) -> None:
         topic = reader.info.topic
-        parts: list[bytes] = []
+        parts: list[bytes] | None = [] if slot is not None else None
+        message = None
+        reason: DataDropReason | None = DataDropReason.STREAM_FAILED
         try:
-            reason = await self._read_parts(reader, parts)
+            reason = await self._read_parts(reader, parts, consumers)
         finally:
+            held = sum(len(part) for part in parts or ())
             self._reading -= 1
-            self._bytes -= sum(len(part) for part in parts)
+            self._bytes -= held
             reader.close()
-        if self._closed:
-            return
-        if reason is not None:
-            self._drop(reason, identity, topic, sum(len(part) for part in parts))
-            return
-        room = self._core.room_or_none
-        participant = room.remote_participants.get(identity) if room is not None else None
-        self.received += 1
-        self._deliver(
-            DataMessage(
-                payload=b"".join(parts),
-                topic=topic,
-                sender=identity or None,
-                participant=RemoteParticipant(participant) if participant is not None else None,
-                reliability=DataReliability.RELIABLE,
-                kind=kind,
-                received_at=time.time(),
-            )
-        )
+            attributes = reader.info.attributes or {}
+            error = None if reason is None else StreamError(_REASONS[reason])
+            for stream in consumers:
+                stream._finish(error, attributes)
+            if reason is None and not self._closed:
+                self.received += 1
+                if parts is not None:
+                    message = DataMessage(
+                        payload=b"".join(parts),
+                        topic=topic,
+                        sender=identity or None,
+                        participant=participant,
+                        reliability=DataReliability.RELIABLE,
+                        kind=kind,
+                        received_at=time.time(),
+                        attributes=MappingProxyType(dict(attributes)),
+                        name=getattr(reader.info, "name", None),
+                        mime_type=reader.info.mime_type,
+                    )
+            elif reason is not None and not self._closed:
+                self._drop(reason, identity, topic, held)
+            if slot is not None:
+                slot.fill(message)  # delivered in the sender's order, or nothing
 
-    async def _read_parts(self, reader: _StreamReader, parts: list[bytes]) -> DataDropReason | None:
-        """Read `reader` into `parts`, counting the bytes held; why it stopped early."""
+    async def _read_parts(
+        self,
+        reader: _StreamReader,
+        parts: list[bytes] | None,
+        consumers: list[IncomingStream[Any]],
+    ) -> DataDropReason | None:
+        """Read `reader`: each chunk to the incremental readers, and into `parts` for
+        whole-message subscriptions (`None`: none want it), counting the bytes held;
+        why it stopped early."""
         options = self._options()
         cap = options.max_pending_bytes
-        if (reader.info.size or 0) > cap:
+        if parts is not None and (reader.info.size or 0) > cap:
             return DataDropReason.TOO_LARGE
         held = 0
         iterator = reader.__aiter__()
@@ -193,6 +234,12 @@ class NativeStreamReceiver:
                         chunk: str | bytes = await iterator.__anext__()
                     except StopAsyncIteration:
                         return None
+                for stream in consumers:
+                    stream._push(chunk)  # a reader too far behind fails alone
+                if parts is None:
+                    if consumers and all(stream._chunks.ended for stream in consumers):
+                        return DataDropReason.SUBSCRIBER_FULL
+                    continue
                 data = chunk.encode("utf-8") if isinstance(chunk, str) else chunk
                 if held + len(data) > cap:
                     return DataDropReason.TOO_LARGE
@@ -208,8 +255,8 @@ class NativeStreamReceiver:
             return DataDropReason.STREAM_FAILED
 
     def close(self) -> None:
-        """Unregister every handler; readers still running are cancelled by the session."""
+        """Stop taking streams; readers still running are cancelled by the session."""
         self._closed = True
-        for topic, _ in list(self._handlers):
-            self._unregister(topic)
-        self._topic_refs.clear()
+        if self._restore is not None:
+            self._restore()
+            self._restore = None

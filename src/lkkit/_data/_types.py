@@ -9,6 +9,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 
 from .._chunking import MAX_PACKET_BYTES, DropReason
 from .._exceptions import ConfigurationError
@@ -117,6 +118,10 @@ class DataMessage:
             always reliable.
         kind: one packet, lkkit chunks, or a native text or byte stream.
         received_at: wall-clock time (`time.time()`) its last packet arrived.
+        attributes: a native stream's attributes (from its header and its end);
+            empty for packets.
+        name: a byte stream's name (a file's name); `None` otherwise.
+        mime_type: a native stream's MIME type; `None` for packets.
     """
 
     payload: bytes = field(repr=False)
@@ -126,6 +131,11 @@ class DataMessage:
     reliability: DataReliability
     kind: DataKind
     received_at: float = field(compare=False)
+    attributes: Mapping[str, str] = field(
+        default_factory=lambda: MappingProxyType({}), compare=False
+    )
+    name: str | None = None
+    mime_type: str | None = None
 
     @property
     def text(self) -> str:

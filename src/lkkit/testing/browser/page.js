@@ -201,6 +201,31 @@
       });
     },
 
+    // Each chunk of the text streams on `topic` as it arrives ("textChunk"), then
+    // "textStreamEnd" (or "textStreamError").
+    registerTextChunks(topic) {
+      connected().registerTextStreamHandler(topic, async (reader, participant) => {
+        const fields = streamFields(reader, participant.identity);
+        try {
+          for await (const chunk of reader) emit("textChunk", { ...fields, chunk });
+          emit("textStreamEnd", { ...fields, attributes: reader.info.attributes ?? {} });
+        } catch (error) {
+          emit("textStreamError", { ...fields, error: String(error) });
+        }
+      });
+    },
+
+    // A text stream written token by token, `delayMs` apart.
+    async streamText(topic, tokens, delayMs = 0) {
+      const writer = await connected().localParticipant.streamText({ topic });
+      for (const token of tokens) {
+        await writer.write(token);
+        if (delayMs) await new Promise((resolve) => setTimeout(resolve, delayMs));
+      }
+      await writer.close();
+      return { id: writer.info.id };
+    },
+
     // A Web Audio oscillator published as a microphone track named `name`.
     async publishTone(name, frequency, gain = 0.5) {
       const ctx = await context();
