@@ -41,6 +41,7 @@ window.lkkit.room.on("dataReceived", (payload, participant, kind, topic) => {
     });
   }
 });
+"installed";
 """
 
 
@@ -108,8 +109,9 @@ async def _to_browser(
         await raw.local_participant.send_bytes(payload, topic="big")
 
     times: list[list[float]] = [[], []]
-    for _ in range(count):
-        for index, send in enumerate((lkkit_send, raw_send)):
+    for run in range(count):
+        order = ((0, lkkit_send), (1, raw_send))
+        for index, send in order if run % 2 == 0 else order[::-1]:  # neither always first
             payload = os.urandom(MIB)
             digest = hashlib.sha256(payload).hexdigest()
 
@@ -130,7 +132,7 @@ async def _streamed_text(
     first: list[list[float]] = [[], []]
     rate: list[list[float]] = [[], []]
     for run in range(count):
-        for index in range(2):
+        for index in (0, 1) if run % 2 == 0 else (1, 0):  # neither always first
             marker = f"<{run}-{index}> "
             start = time.perf_counter()
             if index == 0:
@@ -174,6 +176,11 @@ async def main(server: LocalLiveKitServer, quick: bool) -> None:
             await _until(
                 lambda: "web" in session.remote_participants and "web" in raw.remote_participants
             )
+            # The browser sees a participant that publishes nothing up to ~3 s late, and
+            # gets its packets without a sender until then.
+            with anyio.fail_after(WAIT):
+                while not {"lk", "raw"} <= set(await peer.call("remoteIdentities")):  # noqa: ASYNC110
+                    await anyio.sleep(0.1)
             lk, plain = await _echo_rtt(session, raw, 50 if quick else 300)
             ms = 1000.0
             report(
