@@ -30,7 +30,7 @@ def test_no_private_sdk_access_outside_the_compat_module() -> None:
     root = pathlib.Path(lkkit.__file__).parent
     private = re.compile(
         r"livekit\.rtc\._|rtc\._|_ffi_handle|_ffi_client|FfiClient|_on_room_event"
-        r"|_retrieve_participant|\._info\b|room\._token"
+        r"|_retrieve_participant|_resolve_room|\._info\b|room\._token"
     )
     offenders = [
         f"{path.relative_to(root)}:{number}: {line.strip()}"

@@ -145,6 +145,7 @@ if _typing.TYPE_CHECKING:
         TokenMalformed,
         TokenSignatureInvalid,
         TokenVerificationError,
+        TrackNotPublished,
         TrackNotSubscribed,
         WorkerError,
     )
@@ -289,6 +290,7 @@ _EXPORTS: dict[str, str] = {
     "TokenMalformed": "._exceptions",
     "TokenSignatureInvalid": "._exceptions",
     "TokenVerificationError": "._exceptions",
+    "TrackNotPublished": "._exceptions",
     "TrackNotSubscribed": "._exceptions",
     "LocalParticipant": "._participants",
     "Participant": "._participants",
@@ -467,6 +469,7 @@ __all__ = [
     "TokenVerificationError",
     "TrackKind",
     "TrackMuted",
+    "TrackNotPublished",
     "TrackNotSubscribed",
     "TrackPublication",
     "TrackPublished",

@@ -5,6 +5,14 @@ A [`Session`][lkkit.Session] creates its core first and hands it to each capabil
 room through `require_connected()`, events through `bus`, start background work with
 `spawn()`, and end with the session through `on_close()`.
 
+Track operations are serialised here: `publish_track` and `unpublish_track` run one
+at a time per session, each to completion even when its caller is cancelled, and the
+session's leave waits for the one in flight (`drain_track_ops`). The SDK's native
+layer renegotiates the publisher connection for every (un)publish; overlapping
+operations and a leave during one make it negotiate a connection that is closing
+("failed to negotiate the publisher: InvalidState ... Called in wrong state: closed"),
+and leave publish calls that never complete (see docs/audio.md).
+
 No task outlives its owner: every task lkkit starts for a session is spawned here, and
 the session's close waits for them (bounded) and cancels what is left, so once
 `Session.aclose()` returns no task of that session exists.
@@ -16,12 +24,14 @@ import asyncio
 import enum
 import logging
 from collections.abc import Callable, Coroutine
-from typing import Any, TypeVar
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
 
+import anyio
 from livekit import rtc
 
 from ._event_bus import EventBus
-from ._exceptions import NotConnected, SessionStateError
+from ._exceptions import NotConnected, SessionStateError, map_sdk_exceptions
 from ._tasks import TaskOwner
 from ._types import ConnectionState, DisconnectReason, connection_state_from_sdk
 
@@ -30,6 +40,9 @@ __all__ = ["SessionCore", "SessionState", "TaskOwner"]
 logger = logging.getLogger("lkkit")
 
 T = TypeVar("T")
+
+TRACK_OP_TIMEOUT_S = 10.0
+"""How long one publish or unpublish may take before lkkit stops waiting for it."""
 
 
 class SessionState(enum.Enum):
@@ -54,6 +67,8 @@ class SessionCore:
         self._closed = False
         self._disconnect_reason = disconnect_reason
         self.bus.spawn = self.spawn
+        self._track_lock = asyncio.Lock()
+        self._track_ops_in_flight = 0
 
     # -- the room ------------------------------------------------------------------------
 
@@ -114,6 +129,92 @@ class SessionCore:
             )
         return self.room
 
+    # -- track operations (serialised) -----------------------------------------------------
+
+    async def publish_track(
+        self, track: rtc.LocalTrack, options: rtc.TrackPublishOptions
+    ) -> rtc.LocalTrackPublication:
+        """Publish `track`: one track operation at a time, run to completion.
+
+        A caller cancelled while the publish is in flight gets its cancellation; the
+        publish still completes, and the track it published is unpublished again.
+
+        Raises:
+            NotConnected: the session is not connected (or left while waiting).
+            PublishError: the SDK refused.
+            TimeoutError: the SDK did not answer within `TRACK_OP_TIMEOUT_S`.
+        """
+        self.require_connected()
+
+        async def publish(room: rtc.Room) -> rtc.LocalTrackPublication:
+            return await room.local_participant.publish_track(track, options)
+
+        task = self._start_track_op(publish, name=f"publish {track.name!r}")
+        try:
+            return await _finished(task)
+        except asyncio.CancelledError:
+            task.add_done_callback(self._unpublish_abandoned)
+            raise
+
+    async def unpublish_track(self, sid: str) -> None:
+        """Unpublish the local track `sid`: one track operation at a time, run to
+        completion even when the caller is cancelled.
+
+        Raises:
+            NotConnected: the session is not connected (or left while waiting).
+            PublishError: the SDK refused (an unknown sid, say).
+            TimeoutError: the SDK did not answer within `TRACK_OP_TIMEOUT_S`.
+        """
+        self.require_connected()
+
+        async def unpublish(room: rtc.Room) -> None:
+            await room.local_participant.unpublish_track(sid)
+
+        task = self._start_track_op(unpublish, name=f"unpublish {sid}")
+        await _finished(task)
+
+    @property
+    def track_ops_in_flight(self) -> int:
+        """Track operations started and not finished (at most one runs at a time)."""
+        return self._track_ops_in_flight
+
+    async def drain_track_ops(self) -> None:
+        """Wait until no track operation is in flight (the caller bounds the wait).
+        Called by the session's leave once the state is CLOSING: queued operations
+        then fail with `NotConnected` instead of starting."""
+        async with self._track_lock:
+            pass
+
+    def _start_track_op(
+        self, op: Callable[[rtc.Room], Coroutine[Any, Any, T]], *, name: str
+    ) -> asyncio.Task[_Outcome[T]]:
+        async def run() -> _Outcome[T]:
+            self._track_ops_in_flight += 1
+            try:
+                async with self._track_lock:
+                    room = self.require_connected()
+                    with anyio.fail_after(TRACK_OP_TIMEOUT_S):
+                        with map_sdk_exceptions():
+                            return _Outcome(await op(room), None)
+            except Exception as exc:  # handed to the caller, not logged by the owner
+                return _Outcome(None, exc)
+            finally:
+                self._track_ops_in_flight -= 1
+
+        return self.spawn(run(), name=f"track op: {name}")
+
+    def _unpublish_abandoned(self, task: asyncio.Task[_Outcome[rtc.LocalTrackPublication]]) -> None:
+        if task.cancelled() or self._closed or not self.is_connected:
+            return
+        publication = task.result().value
+        if publication is not None:
+            sid = publication.sid
+
+            async def unpublish(room: rtc.Room) -> None:
+                await room.local_participant.unpublish_track(sid)
+
+            self._start_track_op(unpublish, name=f"unpublish abandoned {sid}")
+
     # -- tasks and the end -----------------------------------------------------------------
 
     def spawn(self, coro: Coroutine[Any, Any, T], *, name: str) -> asyncio.Task[T]:
@@ -152,3 +253,24 @@ class SessionCore:
             hook(*args)
         except Exception:
             logger.exception("lkkit session hook %r failed", hook)
+
+
+@dataclass(frozen=True, slots=True)
+class _Outcome(Generic[T]):
+    """A track operation's result or error, returned by its task (so the task owner
+    does not log an error the caller handles)."""
+
+    value: T | None
+    error: Exception | None
+
+
+async def _finished(task: asyncio.Task[_Outcome[T]]) -> T:
+    # asyncio.wait, unlike awaiting the task, leaves it running when the caller is
+    # cancelled: the operation completes, and the next one waits for it.
+    await asyncio.wait([task])
+    if task.cancelled():  # the session ended (its tasks were cancelled) under it
+        raise NotConnected("the session ended during a track operation")
+    outcome = task.result()
+    if outcome.error is not None:
+        raise outcome.error
+    return outcome.value  # type: ignore[return-value]

@@ -41,6 +41,7 @@ LkkitError
 ├── AudioError
 │   ├── AudioFormatError (ValueError)        wrong dtype, shape, channels, NaN/inf
 │   ├── CaptureError                         the native audio source refused a frame
+│   ├── TrackNotPublished (RuntimeError)     mute/unmute of a track no longer published
 │   └── TrackNotSubscribed (RuntimeError)    audio asked of a track not received
 ├── ServerApiError                           the server API answered with an error
 ├── StreamError (ConnectionError)            a native data stream failed
@@ -115,6 +116,7 @@ __all__ = [
     "TokenMalformed",
     "TokenSignatureInvalid",
     "TokenVerificationError",
+    "TrackNotPublished",
     "TrackNotSubscribed",
     "WorkerError",
     "map_sdk_exceptions",
@@ -432,6 +434,11 @@ class AudioFormatError(AudioError, ValueError):
 
 class CaptureError(AudioError):
     """Raised when the native audio source refuses a frame."""
+
+
+class TrackNotPublished(AudioError, RuntimeError):
+    """Raised when muting or unmuting a local track that is no longer published (it
+    was unpublished, or its session ended), or a publication that is not local."""
 
 
 class TrackNotSubscribed(AudioError, RuntimeError):

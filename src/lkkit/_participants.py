@@ -13,7 +13,9 @@ from types import MappingProxyType
 
 from livekit import rtc
 
+from ._exceptions import TrackNotPublished
 from ._sdk_compat import proto_participant as participant_pb2
+from ._sdk_compat import track_room
 from ._types import (
     ConnectionQuality,
     ParticipantKind,
@@ -87,7 +89,51 @@ class TrackPublication:
 
     @property
     def muted(self) -> bool:
+        """Whether the track is muted. For a local track this is the local state,
+        changed at once by [`mute`][lkkit.TrackPublication.mute]; for a remote one,
+        what the server last said."""
+        track = self._publication.track
+        if isinstance(self._publication, rtc.LocalTrackPublication) and track is not None:
+            return track.muted
         return self._publication.muted
+
+    async def mute(self) -> None:
+        """Mute a local track: peers get `TrackMuted` and receive no more audio from it
+        (the track stays published). Idempotent: muting a muted track sends nothing.
+
+        Raises:
+            TrackNotPublished: the publication is remote, or no longer published
+                (unpublished, or its session ended).
+        """
+        self._set_muted(True)
+
+    async def unmute(self) -> None:
+        """Unmute a local track: peers get `TrackUnmuted` and its audio again.
+        Idempotent.
+
+        Raises:
+            TrackNotPublished: as [`mute`][lkkit.TrackPublication.mute].
+        """
+        self._set_muted(False)
+
+    def _set_muted(self, muted: bool) -> None:
+        publication = self._publication
+        track = publication.track
+        if not isinstance(publication, rtc.LocalTrackPublication):
+            raise TrackNotPublished(f"track {publication.sid} is not a local track")
+        room = track_room(track) if track is not None else None
+        if not isinstance(track, rtc.LocalAudioTrack | rtc.LocalVideoTrack) or (
+            room is not None and not room.isconnected()
+        ):
+            raise TrackNotPublished(
+                f"track {publication.sid} ({publication.name!r}) is no longer published"
+            )
+        if track.muted == muted:
+            return
+        if muted:
+            track.mute()  # tells the server, which tells every peer
+        else:
+            track.unmute()
 
     @property
     def mime_type(self) -> str:

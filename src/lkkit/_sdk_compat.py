@@ -43,6 +43,7 @@ __all__ = [
     "route_unclaimed_streams",
     "subscribe_ffi_events",
     "tap_room_events",
+    "track_room",
     "update_local_participant",
     "warm_up_ffi",
 ]
@@ -98,6 +99,13 @@ def handle_id(obj: rtc.Room | rtc.Track | rtc.AudioSource) -> int:
     if handle is None:
         raise RuntimeError(f"{type(obj).__name__} has no native handle (not connected?)")
     return int(handle.handle)
+
+
+def track_room(track: rtc.Track) -> rtc.Room | None:
+    """The room a local track is published in, as the SDK knows it: set when the room
+    reports the track published, `None` before that and once it is unpublished."""
+    room: rtc.Room | None = track._resolve_room()
+    return room
 
 
 def dispose_handle(obj: rtc.AudioSource) -> None:
@@ -379,6 +387,10 @@ REQUIREMENTS: tuple[Requirement, ...] = (
     ),
     Requirement(
         "Track._ffi_handle (native track handle)", lambda: "_ffi_handle" in _init_of(rtc.Track)
+    ),
+    Requirement(
+        "Track._resolve_room() (the room a local track is published in)",
+        _has(rtc.Track, "_resolve_room"),
     ),
     Requirement(
         "AudioSource._ffi_handle (native source handle)",

@@ -651,6 +651,11 @@ class Session:
                     joining.add_done_callback(_leave_if_joined(room))
                     return
             with anyio.move_on_after(self._options.disconnect_timeout):
+                # No publish or unpublish in flight at leave: the native layer would
+                # go on negotiating a closing connection (docs/audio.md). The state is
+                # CLOSING, so queued ones fail with NotConnected instead of starting.
+                await core.drain_track_ops()
+            with anyio.move_on_after(self._options.disconnect_timeout):
                 if room_was_connected(room) and room.isconnected():
                     try:
                         await room.disconnect()

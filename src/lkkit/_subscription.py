@@ -111,8 +111,10 @@ class Subscription(Generic[T_co]):
         on_close: Callable[[Subscription[T_co]], None] | None = None,
         on_drop: Callable[[T_co], None] | None = None,
         what: str = "subscription",
+        full_warning: str | None = None,
     ) -> None:
         self._buffer, self._policy = check_buffer(buffer, overflow)
+        self._full_warning = full_warning
         self._max_bytes = max_bytes
         self._size_of = size_of
         self._on_open = on_open
@@ -301,7 +303,10 @@ class Subscription(Generic[T_co]):
             self._dropped += 1
             if not self._warned:
                 self._warned = True
-                logger.warning("lkkit %s is full; dropping its oldest items", self._what)
+                if self._full_warning is not None:
+                    logger.warning("%s", self._full_warning)
+                else:
+                    logger.warning("lkkit %s is full; dropping its oldest items", self._what)
             if self._on_drop is not None:
                 self._on_drop(old)
         return True

@@ -37,7 +37,6 @@ from .._exceptions import (
     ConfigurationError,
     NotConnected,
     SessionStateError,
-    map_sdk_exceptions,
 )
 from .._participants import TrackPublication
 from .._sdk_compat import dispose_handle, handle_id, proto_ffi
@@ -155,6 +154,25 @@ class AudioPublisher:
         return TrackPublication(self._publication)
 
     @property
+    def muted(self) -> bool:
+        """Whether the track is muted (see [`mute`][lkkit.AudioPublisher.mute])."""
+        return self.publication.muted
+
+    async def mute(self) -> None:
+        """Mute the track: peers get `TrackMuted` and hear nothing from it; it stays
+        published and writes go on being paced (their audio is not sent). Idempotent.
+
+        Raises:
+            TrackNotPublished: the track is no longer published.
+            SessionStateError: the block was not entered yet.
+        """
+        await self.publication.mute()
+
+    async def unmute(self) -> None:
+        """Unmute the track: peers get `TrackUnmuted` and its audio again. Idempotent."""
+        await self.publication.unmute()
+
+    @property
     def pending_samples(self) -> int:
         """Samples per channel written but not yet captured (less than one frame at rest)."""
         return self._splitter.pending // self._format.channels
@@ -176,7 +194,7 @@ class AudioPublisher:
             raise SessionStateError(
                 f"an audio publisher can be entered once; it is {self._state.value}"
             )
-        room = self._core.require_connected()
+        self._core.require_connected()
         self._state = _State.OPEN
         loop = asyncio.get_running_loop()
         self._router = capture_router(loop)
@@ -191,10 +209,9 @@ class AudioPublisher:
         self._apm = self._options._processing_module()
         try:
             self._track = rtc.LocalAudioTrack.create_audio_track(self._name, self._source)
-            with map_sdk_exceptions():
-                self._publication = await room.local_participant.publish_track(
-                    self._track, self._options._publish_options()
-                )
+            self._publication = await self._core.publish_track(
+                self._track, self._options._publish_options()
+            )
         except BaseException:
             await self._release(unpublish=False)
             raise
@@ -237,7 +254,7 @@ class AudioPublisher:
             if unpublish and publication is not None and self._core.is_connected:
                 with anyio.move_on_after(_UNPUBLISH_TIMEOUT_S):
                     try:
-                        await self._core.room.local_participant.unpublish_track(publication.sid)
+                        await self._core.unpublish_track(publication.sid)
                     except Exception:
                         logger.exception("unpublishing audio track %r failed", self._name)
             self._free_native()

@@ -76,8 +76,11 @@ class AudioStream(Subscription[AudioChunk]):
 
     Given a participant whose track is not subscribed yet, the stream waits until it
     is. The buffer is bounded (`buffer` chunks): a reader slower than real time
-    loses the oldest chunks, counted in `dropped` and logged once, instead of
-    accumulating latency without bound.
+    loses the oldest chunks instead of accumulating latency without bound, and is
+    told: a warning is logged at the first drop (once per stream), `dropped` counts
+    the chunks lost and `dropped_duration` their seconds, and `buffered_duration`
+    says how far behind real time the reader is now. The chunks after a drop keep
+    their true `timestamp`, so the gap is visible there too.
     """
 
     def __init__(
@@ -93,7 +96,13 @@ class AudioStream(Subscription[AudioChunk]):
             buffer=buffer,
             overflow=OverflowPolicy.DROP_OLDEST,
             on_open=lambda _: self._open_native(),
+            on_drop=self._count_drop,
             what=f"audio stream of {identity!r}",
+            full_warning=(
+                f"lkkit audio stream of {identity!r} is read slower than real time: "
+                f"its buffer of {buffer} chunks is full, so the oldest audio is dropped "
+                "(counted in AudioStream.dropped and dropped_duration; logged once)"
+            ),
         )
         self._audio = audio
         self._format = fmt
@@ -104,6 +113,7 @@ class AudioStream(Subscription[AudioChunk]):
         self._router: StreamRouter | None = None
         self._handle = 0
         self._samples = 0
+        self._dropped_samples = 0
 
     @property
     def sample_rate(self) -> int:
@@ -116,6 +126,21 @@ class AudioStream(Subscription[AudioChunk]):
     @property
     def frame_ms(self) -> int:
         return self._format.frame_ms
+
+    @property
+    def dropped_duration(self) -> float:
+        """Seconds of received audio dropped unread because the reader fell behind
+        (the buffer was full). Zero for a reader that keeps up with real time."""
+        return self._dropped_samples / self._format.sample_rate
+
+    @property
+    def buffered_duration(self) -> float:
+        """Seconds of received audio waiting to be read: how far behind real time
+        the reader is (at most the buffer's length; beyond it audio is dropped)."""
+        return self.buffered * self._format.frame_ms / 1000
+
+    def _count_drop(self, chunk: AudioChunk) -> None:
+        self._dropped_samples += len(chunk.samples)  # samples per channel
 
     @property
     def participant_identity(self) -> str:
