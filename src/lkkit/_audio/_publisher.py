@@ -42,6 +42,7 @@ from .._participants import TrackPublication
 from .._sdk_compat import dispose_handle, handle_id, proto_ffi
 from ._ffi import CaptureRouter, capture_router
 from ._frames import AudioFormat, FrameSplitter, Int16Array, to_int16
+from ._mix import AudioMix
 from ._options import AudioOptions
 from ._sources import Resampler
 
@@ -111,6 +112,7 @@ class AudioPublisher:
         self._interrupts = 0
         # Drains what `write_nowait` queued, in a task the session owns.
         self._pump: asyncio.Task[None] | None = None
+        self._mix: AudioMix | None = None
         # `write_nowait` holds at most one buffer of audio in Python, besides the
         # native buffer.
         self._nowait_capacity = fmt.sample_rate * buffer_ms // 1000 * fmt.channels
@@ -152,6 +154,20 @@ class AudioPublisher:
         if self._publication is None:
             raise SessionStateError("the audio track is not published (enter the block)")
         return TrackPublication(self._publication)
+
+    def mix(self) -> AudioMix:
+        """Mix several sources onto this track, each with its own gain (the same
+        [`AudioMix`][lkkit.AudioMix] every call).
+
+        ```python
+        mix = pub.mix()
+        speech, music = mix.source(gain=1.0), mix.source(gain=0.2)
+        ```
+        """
+        self._require_open()
+        if self._mix is None:
+            self._mix = AudioMix(self)
+        return self._mix
 
     @property
     def muted(self) -> bool:
