@@ -59,14 +59,16 @@ async def main() -> None:
                             f"bob:     got {message.payload.decode()!r} on {message.topic!r} "
                             f"from {message.sender}"
                         )
-                        big = bytes(range(256)) * 4096  # 1 MiB: chunked under the hood
+                        # 1 MiB: a LiveKit byte stream, which any client (a browser too)
+                        # receives whole with its stream handler.
+                        big = bytes(range(256)) * 4096
                         sent = await alice.data.send(big, topic="chat")
-                        print(f"alice:   sent {sent.size:,} bytes in {sent.packets} packets")
+                        print(f"alice:   sent {sent.size:,} bytes as a native byte stream")
                         with anyio.fail_after(30):
                             large = await anext(aiter(inbox))
                         print(
-                            f"bob:     got {len(large.payload):,} bytes, intact: "
-                            f"{large.payload == big}"
+                            f"bob:     got {len(large.payload):,} bytes ({large.kind.value}), "
+                            f"intact: {large.payload == big}"
                         )
                 print("bob:     left")
                 print(f"alice:   saw {await next_join_or_leave(room_events)}")
