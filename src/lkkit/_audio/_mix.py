@@ -166,22 +166,15 @@ class AudioMix:
                     await self._wakeup.wait()
                     continue
                 frames = min(batch, ready)
-                mixed: npt.NDArray[np.float32] | None = None
+                fmt = publisher._format
+                mixed = np.zeros(frames * fmt.frame_samples * fmt.channels, np.float32)
                 for source in self._sources:
-                    chunk = source._take(frames)
-                    if chunk is None or not source._gain:
-                        continue
-                    scaled = chunk.astype(np.float32) * source._gain
-                    if mixed is None:
-                        mixed = np.zeros(frames * publisher._format.frame_samples
-                                         * publisher._format.channels, np.float32)  # fmt: skip
-                    mixed[: len(scaled)] += scaled
-                if mixed is None:  # every source with audio is muted by a gain of 0
-                    mixed = np.zeros(frames * publisher._format.frame_samples
-                                     * publisher._format.channels, np.float32)  # fmt: skip
+                    chunk = source._take(frames)  # taken even at gain 0: it plays silently
+                    if chunk is not None and source._gain:
+                        mixed[: len(chunk)] += chunk.astype(np.float32) * source._gain
                 out = np.clip(mixed, -32768, 32767).astype(np.int16)
-                if publisher._format.channels > 1:
-                    out = out.reshape(-1, publisher._format.channels)
+                if fmt.channels > 1:
+                    out = out.reshape(-1, fmt.channels)
                 await publisher.write(out)
         except NotConnected:
             pass  # the publisher closed: the mix ends with it

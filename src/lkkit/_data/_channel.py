@@ -118,11 +118,15 @@ class DataSubscription(Subscription[T_co]):
         """The topics this subscription receives; `None` for all."""
         return self._topics
 
-    def _wants(self, message: DataMessage) -> bool:  # message subscriptions only
-        return self._accepting and (self._topics is None or message.topic in self._topics)
-
     def _wants_topic(self, topic: str) -> bool:
         return self._accepting and (self._topics is None or topic in self._topics)
+
+
+def _absent(room: rtc.Room | None, identities: tuple[str, ...] | None) -> tuple[str, ...]:
+    """The destinations this session does not see in the room (the server skips them)."""
+    if identities is None:
+        return ()
+    return tuple(d for d in identities if room is None or d not in room.remote_participants)
 
 
 def _message_size(message: Any) -> int:
@@ -299,17 +303,8 @@ class DataChannel:
                     f"a lossy payload must fit one packet of at most {limit} bytes, "
                     f"got {len(data)} bytes; send it reliably to have it chunked"
                 )
-        room = self._core.require_connected()
-        if not room.local_participant.permissions.can_publish_data:
-            raise DataPermissionDenied(
-                f"participant {room.local_participant.identity!r} may not publish data "
-                "(its token or permissions lack canPublishData); the server would drop it"
-            )
-        absent = (
-            tuple(d for d in identities if d not in room.remote_participants)
-            if identities is not None
-            else ()
-        )
+        room = self._publishing_room()
+        absent = _absent(room, identities)
         send_to = list(identities) if identities is not None else []
 
         if native_stream is None:
@@ -589,6 +584,7 @@ class DataChannel:
                 nothing sent.
             DataPermissionDenied, NotConnected, StreamError: as `open_byte_stream`.
         """
+        identities = destinations(to)
         file_path = anyio.Path(path)
         if not await file_path.is_file():
             raise InvalidDataArgument(f"not a file: {str(file_path)!r}")
@@ -607,7 +603,7 @@ class DataChannel:
                 topic=topic,
                 name=name,
                 mime_type=mime_type,
-                to=to,
+                to=identities,
                 attributes=attributes,
                 total_size=total,
             )
@@ -617,11 +613,9 @@ class DataChannel:
                     if on_progress is not None:
                         on_progress(stream.bytes_written, total)
         self._count_sent(stream.bytes_written, 0)
-        room = self._core.room_or_none
-        absent = tuple(
-            d for d in (destinations(to) or ()) if room is None or d not in room.remote_participants
+        return DataSent(
+            stream.bytes_written, None, None, _absent(self._core.room_or_none, identities)
         )
-        return DataSent(stream.bytes_written, None, None, absent)
 
     def _stream_args(
         self,
@@ -782,7 +776,7 @@ class DataChannel:
         self._bytes_received += len(message.payload)
         routed = False
         for subscription in list(self._message_subs):
-            if subscription._wants(message):
+            if subscription._wants_topic(message.topic):
                 routed = True
                 subscription._offer(message)
         if not routed:

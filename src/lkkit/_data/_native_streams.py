@@ -10,6 +10,7 @@ registered its own SDK handler for stay the application's.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -102,27 +103,30 @@ class NativeStreamReceiver:
 
     def _route(self, topic: str, is_text: bool) -> StreamHandler | None:
         # Called by the SDK's dispatch for a stream no handler was registered for.
+        # Who wants it is decided here, once; the SDK calls the handler right away.
         if self._closed:
             return None
-        if not self._wants(topic) and not self._stream_readers(topic):
+        whole = self._wants(topic)
+        offers = self._stream_readers(topic)
+        if not whole and not offers:
             self._unrouted()
             return None  # the SDK disposes of it unread
-        return self._on_text_stream if is_text else self._on_byte_stream
+        kind = DataKind.TEXT_STREAM if is_text else DataKind.BYTE_STREAM
+        return functools.partial(self._start, kind=kind, whole=whole, offers=offers)
 
     # -- reading -------------------------------------------------------------------------
 
-    def _on_text_stream(self, reader: rtc.TextStreamReader, identity: str) -> None:
-        self._start(reader, identity, DataKind.TEXT_STREAM)
-
-    def _on_byte_stream(self, reader: rtc.ByteStreamReader, identity: str) -> None:
-        self._start(reader, identity, DataKind.BYTE_STREAM)
-
-    def _start(self, reader: _StreamReader, identity: str, kind: DataKind) -> None:
-        # Called by the SDK (sync) when a stream we route opens.
+    def _start(
+        self,
+        reader: _StreamReader,
+        identity: str,
+        *,
+        kind: DataKind,
+        whole: bool,
+        offers: list[Callable[[IncomingStream[Any]], bool]],
+    ) -> None:
+        # Called by the SDK (sync) as the stream `_route` took opens.
         topic = reader.info.topic
-        if self._closed:
-            reader.close()
-            return
         options = self._options()
         if self._reading >= options.max_pending_messages:
             reader.close()
@@ -133,7 +137,7 @@ class NativeStreamReceiver:
         participant = RemoteParticipant(sdk_participant) if sdk_participant is not None else None
         # Incremental readers: one IncomingStream (its own bounded buffer) each.
         consumers: list[IncomingStream[Any]] = []
-        for offer in self._stream_readers(topic):
+        for offer in offers:
             stream = IncomingStream._open(
                 reader.info,
                 identity or None,
@@ -144,8 +148,7 @@ class NativeStreamReceiver:
             )
             if offer(stream):
                 consumers.append(stream)
-        whole = self._wants(topic)
-        if not whole and not consumers:
+        if not whole and not consumers:  # every stream subscription refused it
             reader.close()
             self._unrouted()
             return
