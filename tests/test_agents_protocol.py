@@ -144,6 +144,10 @@ def test_a_worker_registers_before_the_sdk_pydantic_or_aiohttp_are_imported() ->
         "from lkkit.agents import _protocol as wire\n"
         "wire.registration_token('k', 's')\n"
         "lkkit.Credentials.from_env\n"
+        "from lkkit.agents._worker import _credentials_from_env\n"
+        "import os\n"
+        "os.environ.update(LIVEKIT_API_KEY='k', LIVEKIT_API_SECRET='s')\n"
+        "_credentials_from_env()\n"
         "heavy = ('aiohttp', 'livekit.rtc', 'livekit.api', 'pydantic', 'jwt', 'numpy')\n"
         "print(sorted(m for m in heavy if m in sys.modules))\n"
     )

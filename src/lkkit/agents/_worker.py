@@ -41,8 +41,8 @@ from ._pool import ProcessPool, ProcessPoolOptions, _ChildConfig
 from ._runner import run_job, run_prewarm
 
 if TYPE_CHECKING:
+    from .._credentials import Credentials
     from .._session import ConnectOptions
-    from .._tokens import Credentials
 
 __all__ = ["Worker"]
 
@@ -617,7 +617,7 @@ def _load_sdk() -> None:
 
 
 def _credentials_from_env() -> Credentials:
-    from .._tokens import Credentials
+    from .._credentials import Credentials
 
     try:
         return Credentials.from_env()
