@@ -386,7 +386,7 @@ async def main(server: LocalLiveKitServer, quick: bool) -> None:
             lk_cpu / per,
             raw_cpu / per,
             baseline_name="raw 10 ms capture loop",
-            target="<= 1.0",
+            target="<= 0.6",
         )
     )
     rows.append(
