@@ -91,6 +91,90 @@ async def test_bursts_of_publishes_and_unpublishes_then_leave_exit_normally(
     assert elapsed < 60, f"{elapsed:.1f} s\n{out}"
 
 
+_RECEIVE_AND_EXIT = r"""
+import asyncio, sys
+import lkkit
+
+
+async def main():
+    async with lkkit.connect(sys.argv[1], sys.argv[2]) as session:
+        peer = await asyncio.wait_for(session.wait_for_participant("tx"), 10)
+
+        async def read(publication):
+            async with session.audio.stream(publication, frame_ms=100) as chunks:
+                async for _ in chunks:
+                    pass
+
+        await asyncio.wait_for(session.wait_for_track("tx", kind=lkkit.TrackKind.AUDIO), 10)
+        await asyncio.sleep(0.5)  # the other tracks subscribed too
+        readers = [
+            asyncio.create_task(read(p))
+            for p in peer.track_publications.values()
+            if p.subscribed
+        ]
+        await asyncio.sleep(0.5)
+    print("left", len(readers), flush=True)  # then exits at once
+
+
+asyncio.run(main())
+"""
+EXITS = 6
+
+
+async def test_receivers_that_leave_and_exit_at_once_exit_normally(
+    livekit_room: LiveKitRoom,
+) -> None:
+    # The native layer tears connections down after `disconnect` returns; exiting
+    # during that aborted 5 of 40 such processes (raw SDK alike) before lkkit made the
+    # exit wait out a grace period after the last leave.
+    alice = await livekit_room.join("tx")
+    async with anyio.create_task_group() as tg:
+        for i in range(4):
+            pub = alice.audio.publish(f"t{i}")
+            await pub.__aenter__()
+            tg.start_soon(pub.write, lkkit.sine_tone(440.0, 60.0))
+        for i in range(EXITS):
+            result = await anyio.run_process(
+                [
+                    sys.executable,
+                    "-c",
+                    _RECEIVE_AND_EXIT,
+                    livekit_room.url,
+                    livekit_room.token(f"rx{i}"),
+                ],
+                check=False,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+            )
+            err = result.stderr.decode(errors="replace")
+            assert result.returncode == 0, f"run {i}: exit code {result.returncode}\n{err[-3000:]}"
+            assert "panic" not in err, err[-3000:]
+            assert result.stdout.decode().startswith("left 4"), result.stdout
+        tg.cancel_scope.cancel()
+
+
+def test_the_exit_waits_out_the_grace_after_the_last_leave(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from lkkit import _sdk_compat
+
+    slept: list[float] = []
+    registered: list[Callable[[], None]] = []
+    monkeypatch.setattr(_sdk_compat, "_last_leave", None)
+    monkeypatch.setattr("atexit.register", registered.append)
+    monkeypatch.setattr("time.sleep", slept.append)
+    monkeypatch.setattr("time.monotonic", lambda: 100.0)
+    _sdk_compat.exit_after_native_teardown()
+    _sdk_compat.exit_after_native_teardown()
+    assert registered == [_sdk_compat._wait_for_native_teardown]  # once
+    monkeypatch.setattr("time.monotonic", lambda: 100.25)
+    registered[0]()
+    assert slept == [pytest.approx(_sdk_compat.NATIVE_TEARDOWN_GRACE_S - 0.25)]
+    monkeypatch.setattr("time.monotonic", lambda: 200.0)
+    registered[0]()
+    assert slept[-1] == 0.0  # long after the leave: no wait
+
+
 def _count_overlap(room: rtc.Room) -> Callable[[], int]:
     """Wrap the SDK's publish/unpublish on this room's participant (test-only) and
     return a function giving the most that were ever in flight at once."""

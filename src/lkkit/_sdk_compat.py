@@ -13,6 +13,8 @@ the part that changed (each entry of `REQUIREMENTS` is one test).
 from __future__ import annotations
 
 import asyncio
+import atexit
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -31,6 +33,7 @@ __all__ = [
     "client_protocol",
     "dispose_handle",
     "drop_handle",
+    "exit_after_native_teardown",
     "ffi_request",
     "handle_id",
     "proto_audio",
@@ -111,6 +114,36 @@ def track_room(track: rtc.Track) -> rtc.Room | None:
 def dispose_handle(obj: rtc.AudioSource) -> None:
     """Release an SDK object's native handle now instead of at garbage collection."""
     obj._ffi_handle.dispose()
+
+
+NATIVE_TEARDOWN_GRACE_S = 1.0
+"""How long after a room is left the interpreter may not exit yet (see below)."""
+
+_last_leave: float | None = None
+
+
+def exit_after_native_teardown() -> None:
+    """A room was just left: make the interpreter's exit wait until
+    `NATIVE_TEARDOWN_GRACE_S` after the last leave.
+
+    The native layer goes on tearing the room's connections down after `disconnect`
+    returns. A process that exits during that (the SDK's `atexit` disposal) aborts now
+    and then with "panic in a function that cannot unwind" on a tokio worker: 5 of 40
+    subprocesses that left and exited at once, with the raw SDK as with lkkit, and
+    none of 40 that waited one second. The SDK gives no signal for the end of that
+    teardown, so the exit waits out the rest of the grace period; a process that
+    exits later than that waits nothing.
+    """
+    global _last_leave
+    if _last_leave is None:
+        # Registered after the SDK's own disposal hook, so it runs before it.
+        atexit.register(_wait_for_native_teardown)
+    _last_leave = time.monotonic()
+
+
+def _wait_for_native_teardown() -> None:
+    if _last_leave is not None:
+        time.sleep(max(0.0, _last_leave + NATIVE_TEARDOWN_GRACE_S - time.monotonic()))
 
 
 # -- the room --------------------------------------------------------------------------

@@ -49,7 +49,7 @@ from ._exceptions import (
 )
 from ._participants import LocalParticipant, Participant, RemoteParticipant, TrackPublication
 from ._rpc import SessionRpc
-from ._sdk_compat import room_sid_now, room_was_connected
+from ._sdk_compat import exit_after_native_teardown, room_sid_now, room_was_connected
 from ._subscription import OverflowPolicy
 from ._types import ConnectionState, DisconnectReason, ParticipantKind, TrackKind, TrackSource
 
@@ -735,6 +735,9 @@ class Session:
             with anyio.CancelScope(shield=True):
                 core.run_close_hooks()
                 await core.tasks.aclose()
+                room = core.room_or_none
+                if room is not None and room_was_connected(room):
+                    exit_after_native_teardown()  # however the room was left
                 core.state = SessionState.CLOSED
                 self._ended.set()
 
