@@ -85,7 +85,7 @@ async def test_a_capture_completion_is_never_filtered_out(
 async def test_a_new_streams_first_events_are_never_filtered_out(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    router = _ffi.StreamRouter()
+    router = _ffi.StreamRouter("audio")
     seen: list[bool] = []
     field = LateField(42, lambda: seen.append(router._wanted(stream_event(42))))
     response = SimpleNamespace(

@@ -294,3 +294,15 @@ def test_missing_livekit_client_says_how_to_install(
     monkeypatch.setenv("LKKIT_CHROMIUM", str(tmp_path) + "/no-such-chromium")
     with pytest.raises(BrowserNotFound, match="LKKIT_CHROMIUM"):
         find_browser()
+
+
+async def test_a_call_abandoned_in_flight_leaves_the_driver_working(
+    browser_peer: BrowserPeer,
+) -> None:
+    """`video_info` polls the page under a deadline, which can cancel a call whose
+    answer is on its way; the answer must not stop the DevTools reader thread."""
+    with anyio.move_on_after(0.1):
+        await browser_peer.evaluate("new Promise((resolve) => setTimeout(resolve, 300, 1))")
+    await anyio.sleep(0.5)  # the answer arrived for a caller that had left
+    with anyio.fail_after(WAIT):
+        assert await browser_peer.evaluate("1 + 1", timeout=5) == 2

@@ -31,7 +31,13 @@ import anyio
 from livekit import rtc
 
 from ._event_bus import EventBus
-from ._exceptions import NotConnected, SessionStateError, map_sdk_exceptions
+from ._exceptions import (
+    NotConnected,
+    PublishError,
+    PublishNotAllowed,
+    SessionStateError,
+    map_sdk_exceptions,
+)
 from ._tasks import TaskOwner
 from ._types import ConnectionState, DisconnectReason, connection_state_from_sdk
 
@@ -140,11 +146,15 @@ class SessionCore:
         publish still completes, and the track it published is unpublished again.
 
         Raises:
+            PublishNotAllowed: the grants do not allow the track's source, known before
+                publishing, or after the server ignored the request for that reason.
             NotConnected: the session is not connected (or left while waiting).
             PublishError: the SDK refused.
             TimeoutError: the SDK did not answer within `TRACK_OP_TIMEOUT_S`.
         """
-        self.require_connected()
+        refusal = _grants_refusal(self.require_connected(), options.source)
+        if refusal is not None:
+            raise refusal
 
         async def publish(room: rtc.Room) -> rtc.LocalTrackPublication:
             return await room.local_participant.publish_track(track, options)
@@ -154,6 +164,15 @@ class SessionCore:
             return await _finished(task)
         except asyncio.CancelledError:
             task.add_done_callback(self._unpublish_abandoned)
+            raise
+        except (PublishError, TimeoutError) as exc:
+            # The server answers a source it does not allow with a NOT_ALLOWED response
+            # the SDK ignores: its publish times out. The grants may have changed
+            # since the check above; they say why.
+            room = self.room_or_none
+            refusal = _grants_refusal(room, options.source) if room is not None else None
+            if refusal is not None:
+                raise refusal from exc
             raise
 
     async def unpublish_track(self, sid: str) -> None:
@@ -262,6 +281,20 @@ class _Outcome(Generic[T]):
 
     value: T | None
     error: Exception | None
+
+
+def _grants_refusal(room: rtc.Room, source: int) -> PublishNotAllowed | None:
+    """The error for publishing a track of `source`, when the local participant's
+    grants (as the server last sent them) do not allow it."""
+    permissions = room.local_participant.permissions
+    allowed = list(permissions.can_publish_sources)
+    if permissions.can_publish and (not allowed or source in allowed):
+        return None
+    what = rtc.TrackSource.Name(source).removeprefix("SOURCE_").lower()  # type: ignore[arg-type]
+    return PublishNotAllowed(
+        f"this session's grants do not allow publishing a {what} track "
+        "(canPublish / canPublishSources)"
+    )
 
 
 async def _finished(task: asyncio.Task[_Outcome[T]]) -> T:

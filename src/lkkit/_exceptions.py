@@ -17,7 +17,8 @@ LkkitError
 ├── NotConnected (RuntimeError)              the session is not (or no longer) connected
 ├── SessionStateError (RuntimeError)         a session opened twice, or used after close
 ├── PublishError                             the SDK refused to publish (data, track, DTMF)
-│   └── DataSendIncomplete                   a chunked message failed part-way
+│   ├── DataSendIncomplete                   a chunked message failed part-way
+│   └── PublishNotAllowed (PermissionError)  the grants do not allow this track source
 ├── RemoteCallError                          an RPC failed; `.code` is LiveKit's error code
 │   ├── RpcApplicationError                  1500 the handler failed
 │   ├── RpcConnectionTimeout (TimeoutError)  1501 the recipient never acknowledged
@@ -40,9 +41,12 @@ LkkitError
 │   └── InvalidDataArgument (TypeError, ValueError)  bad payload, topic or destinations
 ├── AudioError
 │   ├── AudioFormatError (ValueError)        wrong dtype, shape, channels, NaN/inf
-│   ├── CaptureError                         the native audio source refused a frame
-│   ├── TrackNotPublished (RuntimeError)     mute/unmute of a track no longer published
-│   └── TrackNotSubscribed (RuntimeError)    audio asked of a track not received
+│   └── CaptureError                         the native audio source refused a frame
+├── VideoError
+│   └── VideoFrameError (ValueError)         wrong type, dtype, shape or size of a frame
+├── TrackError (RuntimeError)
+│   ├── TrackNotPublished                    control of a track no longer published
+│   └── TrackNotSubscribed                   media asked of a track not received
 ├── ServerApiError                           the server API answered with an error
 ├── StreamError (ConnectionError)            a native data stream failed
 ├── WorkerError (RuntimeError)               an agent worker could not start
@@ -91,6 +95,7 @@ __all__ = [
     "ParticipantUpdateError",
     "ProtocolError",
     "PublishError",
+    "PublishNotAllowed",
     "RemoteCallError",
     "RpcApplicationError",
     "RpcConnectionTimeout",
@@ -116,8 +121,11 @@ __all__ = [
     "TokenMalformed",
     "TokenSignatureInvalid",
     "TokenVerificationError",
+    "TrackError",
     "TrackNotPublished",
     "TrackNotSubscribed",
+    "VideoError",
+    "VideoFrameError",
     "WorkerError",
     "map_sdk_exceptions",
 ]
@@ -195,6 +203,12 @@ class SessionStateError(LkkitError, RuntimeError):
 
 class PublishError(LkkitError):
     """Raised when the SDK refuses to publish data, a track or DTMF."""
+
+
+class PublishNotAllowed(PublishError, PermissionError):
+    """Raised when the session's grants do not allow publishing a track of this
+    source (`canPublish` false, or the source missing from `canPublishSources`),
+    before anything is sent; or when the server refused the track for that reason."""
 
 
 class DataSendIncomplete(PublishError):
@@ -436,13 +450,29 @@ class CaptureError(AudioError):
     """Raised when the native audio source refuses a frame."""
 
 
-class TrackNotPublished(AudioError, RuntimeError):
-    """Raised when muting or unmuting a local track that is no longer published (it
-    was unpublished, or its session ended), or a publication that is not local."""
+# -- video and tracks --------------------------------------------------------------------
 
 
-class TrackNotSubscribed(AudioError, RuntimeError):
-    """Raised when audio is asked of a remote track publication this session does not
+class VideoError(LkkitError):
+    """Root of the video errors."""
+
+
+class VideoFrameError(VideoError, ValueError):
+    """Raised before capture for a frame that is not a numpy uint8 array of the
+    publisher's format and size (nothing is sent; earlier frames are unaffected)."""
+
+
+class TrackError(LkkitError, RuntimeError):
+    """Root of the errors about one track's state."""
+
+
+class TrackNotPublished(TrackError):
+    """Raised when controlling a local track that is no longer published (it was
+    unpublished, or its session ended), or a publication that is not local."""
+
+
+class TrackNotSubscribed(TrackError):
+    """Raised when media is asked of a remote track publication this session does not
     receive (not subscribed, or not yet)."""
 
 

@@ -10,10 +10,11 @@ import datetime
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
+from typing import TYPE_CHECKING
 
 from livekit import rtc
 
-from ._exceptions import TrackNotPublished
+from ._exceptions import ConfigurationError, TrackNotPublished
 from ._sdk_compat import proto_participant as participant_pb2
 from ._sdk_compat import track_room
 from ._types import (
@@ -28,6 +29,9 @@ from ._types import (
     track_kind_from_sdk,
     track_source_from_sdk,
 )
+
+if TYPE_CHECKING:
+    from ._video import VideoQuality
 
 __all__ = [
     "LocalParticipant",
@@ -61,6 +65,13 @@ class ParticipantPermissions:
             can_update_metadata=permission.can_update_metadata,
             hidden=permission.hidden,
         )
+
+
+_VIDEO_QUALITY = {
+    "low": rtc.VideoQuality.VIDEO_QUALITY_LOW,
+    "medium": rtc.VideoQuality.VIDEO_QUALITY_MEDIUM,
+    "high": rtc.VideoQuality.VIDEO_QUALITY_HIGH,
+}
 
 
 class TrackPublication:
@@ -160,6 +171,56 @@ class TrackPublication:
         if isinstance(self._publication, rtc.RemoteTrackPublication):
             return self._publication.subscribed
         return True
+
+    def subscribe(self) -> None:
+        """Ask the server to send this remote track (with `auto_subscribe=False`, or
+        after [`unsubscribe`][lkkit.TrackPublication.unsubscribe]). Returns at once;
+        the track arrives as [`TrackSubscribed`][lkkit.TrackSubscribed] (or
+        `TrackSubscriptionFailed`).
+
+        Raises:
+            ConfigurationError: the publication is local.
+        """
+        self._remote("subscribe to").set_subscribed(True)
+
+    def unsubscribe(self) -> None:
+        """Stop receiving this remote track; streams reading it end
+        ([`TrackUnsubscribed`][lkkit.TrackUnsubscribed] follows).
+
+        Raises:
+            ConfigurationError: the publication is local.
+        """
+        self._remote("unsubscribe from").set_subscribed(False)
+
+    def set_quality(self, quality: VideoQuality) -> None:
+        """Choose the simulcast layer the server sends for this remote video track:
+        `LOW`, `MEDIUM` or `HIGH` (the publisher's full resolution).
+
+        Raises:
+            ConfigurationError: a local or audio publication, one published without
+                simulcast, or not a `VideoQuality`.
+        """
+        from ._video import VideoQuality
+
+        try:
+            layer = VideoQuality(quality)
+        except ValueError:
+            raise ConfigurationError(
+                f"quality must be a VideoQuality (LOW, MEDIUM, HIGH), got {quality!r}"
+            ) from None
+        publication = self._remote("choose the quality of")
+        if publication.kind != rtc.TrackKind.KIND_VIDEO:
+            raise ConfigurationError(f"track {publication.sid} is not a video track")
+        if not publication.simulcasted:
+            raise ConfigurationError(
+                f"track {publication.sid} was published without simulcast: one layer only"
+            )
+        publication.set_video_quality(_VIDEO_QUALITY[layer])
+
+    def _remote(self, action: str) -> rtc.RemoteTrackPublication:
+        if not isinstance(self._publication, rtc.RemoteTrackPublication):
+            raise ConfigurationError(f"cannot {action} a local track")
+        return self._publication
 
     @property
     def stream_state(self) -> StreamState:

@@ -25,6 +25,7 @@ from livekit.rtc._ffi_client import FfiClient
 from livekit.rtc._proto import audio_frame_pb2 as proto_audio
 from livekit.rtc._proto import ffi_pb2 as proto_ffi
 from livekit.rtc._proto import participant_pb2 as proto_participant
+from livekit.rtc._proto import video_frame_pb2 as proto_video
 
 __all__ = [
     "CLIENT_PROTOCOL_DATA_STREAM_RPC",
@@ -39,6 +40,7 @@ __all__ = [
     "proto_audio",
     "proto_ffi",
     "proto_participant",
+    "proto_video",
     "retrieve_participant",
     "room_sid_now",
     "room_token",
@@ -96,8 +98,8 @@ def subscribe_ffi_events(
     return unsubscribe
 
 
-def handle_id(obj: rtc.Room | rtc.Track | rtc.AudioSource) -> int:
-    """The native handle id of an SDK object (a room, a track, an audio source)."""
+def handle_id(obj: rtc.Room | rtc.Track | rtc.AudioSource | rtc.VideoSource) -> int:
+    """The native handle id of an SDK object (a room, a track, a media source)."""
     handle = obj._ffi_handle
     if handle is None:
         raise RuntimeError(f"{type(obj).__name__} has no native handle (not connected?)")
@@ -111,7 +113,7 @@ def track_room(track: rtc.Track) -> rtc.Room | None:
     return room
 
 
-def dispose_handle(obj: rtc.AudioSource) -> None:
+def dispose_handle(obj: rtc.AudioSource | rtc.VideoSource) -> None:
     """Release an SDK object's native handle now instead of at garbage collection."""
     obj._ffi_handle.dispose()
 

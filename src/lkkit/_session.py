@@ -19,10 +19,10 @@ import inspect
 import logging
 import math
 import urllib.parse
-from collections.abc import Awaitable, Callable, Generator, Mapping
+from collections.abc import Awaitable, Callable, Generator, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType, TracebackType
-from typing import Any, TypeVar, overload
+from typing import Any, Literal, TypeVar, overload
 
 import anyio
 from livekit import rtc
@@ -52,6 +52,7 @@ from ._rpc import SessionRpc
 from ._sdk_compat import exit_after_native_teardown, room_sid_now, room_was_connected
 from ._subscription import OverflowPolicy
 from ._types import ConnectionState, DisconnectReason, ParticipantKind, TrackKind, TrackSource
+from ._video import SessionVideo
 
 __all__ = ["ConnectOptions", "Session", "ShutdownCallback", "connect"]
 
@@ -167,6 +168,7 @@ class Session:
         self._stop_watching: Callable[[], None] = lambda: None
         self._data: DataChannel | None = None
         self._audio: SessionAudio | None = None
+        self._video: SessionVideo | None = None
         self._rpc: SessionRpc | None = None
 
     # -- construction --------------------------------------------------------------------
@@ -265,6 +267,13 @@ class Session:
         return self._audio
 
     @property
+    def video(self) -> SessionVideo:
+        """Video: publish numpy frames paced to a frame rate, receive as numpy."""
+        if self._video is None:
+            self._video = SessionVideo(self._core)
+        return self._video
+
+    @property
     def rpc(self) -> SessionRpc:
         """RPC: call other participants' methods, answer calls (see the RPC page)."""
         if self._rpc is None:
@@ -303,6 +312,38 @@ class Session:
         `str` is an `InvalidParticipantUpdate`).
         """
         await _self_updates.set_attributes(self._core, attributes)
+
+    # -- who may receive the local tracks -----------------------------------------------
+
+    def set_track_permissions(
+        self,
+        *,
+        allow_all: bool = False,
+        allow: Mapping[str, Literal["all"] | Iterable[str]] | None = None,
+    ) -> None:
+        """Choose who may subscribe to this session's tracks (everyone, by default).
+
+        ```python
+        session.set_track_permissions(allow={"bob": "all", "carol": [pub.publication.sid]})
+        session.set_track_permissions(allow_all=True)      # everyone again
+        ```
+
+        `allow` maps participant identities to `"all"` (every track of this session)
+        or to track sids. Anyone not listed loses the tracks they received: they get
+        [`TrackUnsubscribed`][lkkit.TrackUnsubscribed] and
+        [`TrackSubscriptionPermissionChanged`][lkkit.TrackSubscriptionPermissionChanged].
+        Returns at once; the server applies it.
+
+        Raises:
+            ConfigurationError: `allow_all` together with `allow`, or an entry that is
+                not an identity with `"all"` or track sids.
+            NotConnected: the session is not connected.
+        """
+        entries = _track_permissions(allow_all, allow)
+        room = self._core.require_connected()
+        room.local_participant.set_track_subscription_permissions(
+            allow_all_participants=allow_all, participant_permissions=entries
+        )
 
     # -- events --------------------------------------------------------------------------
 
@@ -782,3 +823,39 @@ def _leave_if_joined(room: rtc.Room) -> Callable[[asyncio.Task[None]], None]:
 
 
 _late_leaves: set[asyncio.Task[None]] = set()
+
+
+def _track_permissions(
+    allow_all: object, allow: Mapping[str, Literal["all"] | Iterable[str]] | None
+) -> list[rtc.ParticipantTrackPermission]:
+    """`set_track_permissions`' arguments as the SDK's entries, checked."""
+    if not isinstance(allow_all, bool):
+        raise ConfigurationError(f"allow_all must be a bool, got {allow_all!r}")
+    if allow is None:
+        return []
+    if allow_all:
+        raise ConfigurationError("give allow_all=True or allow=, not both")
+    if not isinstance(allow, Mapping):
+        raise ConfigurationError(f"allow maps identities to 'all' or track sids, got {allow!r}")
+    entries = []
+    for identity, tracks in allow.items():
+        if not isinstance(identity, str) or not identity:
+            raise ConfigurationError(f"allow's keys are participant identities, got {identity!r}")
+        if tracks == "all":
+            entries.append(
+                rtc.ParticipantTrackPermission(participant_identity=identity, allow_all=True)
+            )
+            continue
+        if isinstance(tracks, str | bytes) or not isinstance(tracks, Iterable):
+            raise ConfigurationError(
+                f"allow[{identity!r}] is 'all' or a list of track sids, got {tracks!r}"
+            )
+        sids = list(tracks)
+        if not all(isinstance(sid, str) and sid for sid in sids):
+            raise ConfigurationError(f"allow[{identity!r}] has a track sid that is not a str")
+        entries.append(
+            rtc.ParticipantTrackPermission(
+                participant_identity=identity, allow_all=False, allowed_track_sids=sids
+            )
+        )
+    return entries

@@ -1,4 +1,4 @@
-"""Shared FFI event routing for lkkit's audio: one subscription per event loop.
+"""Shared FFI event routing for lkkit's media: one subscription per event loop.
 
 The SDK delivers every native event to every subscriber of its FFI queue: the
 callback thread runs each subscriber's filter on each event, then schedules a
@@ -6,9 +6,9 @@ wake-up on the subscriber's loop. One subscription per publisher or stream would
 make every capture and every received frame cost one filter call per open
 publisher or stream (quadratic in the number of tracks), plus an `asyncio.Queue`
 hop. Instead lkkit keeps, per event loop, one subscription for capture callbacks
-and one for received audio, each filtering on one `WhichOneof` plus a set or dict
-lookup, and routes an event straight to its owner on the loop thread: a capture's
-future, or a stream's `_on_native_event`.
+and one each for received audio and received video, each filtering on one
+`WhichOneof` plus a set or dict lookup, and routes an event straight to its owner
+on the loop thread: a capture's future, or a stream's `_on_native_event`.
 
 The subscriptions live while at least one publisher or stream uses them
 (reference counted): nothing is left subscribed when the last one closes.
@@ -20,13 +20,12 @@ import asyncio
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Literal, Protocol
 
 from .._exceptions import NotConnected
 from .._sdk_compat import (
     drop_handle,
     ffi_request,
-    proto_audio,
     proto_ffi,
     subscribe_ffi_events,
 )
@@ -119,13 +118,19 @@ class CaptureRouter:
 
 
 class NativeStreamOwner(Protocol):
-    def _on_native_event(self, event: proto_audio.AudioStreamEvent) -> None: ...
+    # The event is an AudioStreamEvent or a VideoStreamEvent, as the router's kind.
+    def _on_native_event(self, event: Any) -> None: ...
+
+
+MediaKind = Literal["audio", "video"]
 
 
 class StreamRouter:
-    """Events of native audio streams, by stream handle, for one loop."""
+    """Events of native audio or video streams, by stream handle, for one loop."""
 
-    def __init__(self) -> None:
+    def __init__(self, kind: MediaKind) -> None:
+        self._event = f"{kind}_stream_event"
+        self._kind = kind
         self._streams: dict[int, NativeStreamOwner] = {}
         # Handles of ended streams: frames already on their way are still released.
         self._retired: OrderedDict[int, None] = OrderedDict()
@@ -133,21 +138,24 @@ class StreamRouter:
         self._subscription = _Subscription(self._wanted, self._deliver)
 
     def _wanted(self, event: proto_ffi.FfiEvent) -> bool:
-        # FFI callback thread: until a new stream's handle is registered, every audio
-        # stream event is let through; `_deliver` ignores other streams' events (the
-        # SDK's own AudioStream objects have their own subscriptions).
-        if event.WhichOneof("message") != "audio_stream_event":
+        # FFI callback thread: until a new stream's handle is registered, every
+        # stream event of this kind is let through; `_deliver` ignores other streams'
+        # events (the SDK's own AudioStream and VideoStream objects have their own
+        # subscriptions).
+        if event.WhichOneof("message") != self._event:
             return False
-        handle = event.audio_stream_event.stream_handle
+        handle: int = getattr(event, self._event).stream_handle
         return self._opening > 0 or handle in self._streams or handle in self._retired
 
     def _deliver(self, event: proto_ffi.FfiEvent) -> None:
-        audio = event.audio_stream_event
-        owner = self._streams.get(audio.stream_handle)
+        media = getattr(event, self._event)
+        owner = self._streams.get(media.stream_handle)
         if owner is not None:
-            owner._on_native_event(audio)
-        elif audio.stream_handle in self._retired and audio.HasField("frame_received"):
-            drop_handle(audio.frame_received.frame.handle.id)
+            owner._on_native_event(media)
+        elif media.stream_handle in self._retired and media.HasField("frame_received"):
+            received = media.frame_received
+            owned = received.frame if self._kind == "audio" else received.buffer
+            drop_handle(owned.handle.id)
 
     def open(self, request: proto_ffi.FfiRequest, owner: NativeStreamOwner) -> int:
         """Create a native stream with `request` and route its events to `owner`;
@@ -158,7 +166,8 @@ class StreamRouter:
         self._opening += 1
         try:
             response = ffi_request(request)
-            handle: int = response.new_audio_stream.stream.handle.id
+            created = getattr(response, f"new_{self._kind}_stream")
+            handle: int = created.stream.handle.id
             self._streams[handle] = owner
         except BaseException:
             self._subscription.release()
@@ -181,9 +190,9 @@ class StreamRouter:
 _capture_routers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, CaptureRouter] = (
     weakref.WeakKeyDictionary()
 )
-_stream_routers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, StreamRouter] = (
-    weakref.WeakKeyDictionary()
-)
+_stream_routers: weakref.WeakKeyDictionary[
+    asyncio.AbstractEventLoop, dict[MediaKind, StreamRouter]
+] = weakref.WeakKeyDictionary()
 
 
 def capture_router(loop: asyncio.AbstractEventLoop) -> CaptureRouter:
@@ -193,8 +202,9 @@ def capture_router(loop: asyncio.AbstractEventLoop) -> CaptureRouter:
     return router
 
 
-def stream_router(loop: asyncio.AbstractEventLoop) -> StreamRouter:
-    router = _stream_routers.get(loop)
+def stream_router(loop: asyncio.AbstractEventLoop, kind: MediaKind = "audio") -> StreamRouter:
+    routers = _stream_routers.setdefault(loop, {})
+    router = routers.get(kind)
     if router is None:
-        router = _stream_routers[loop] = StreamRouter()
+        router = routers[kind] = StreamRouter(kind)
     return router

@@ -2,19 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from livekit import rtc
 
 from .._core import SessionCore
-from .._events import (
-    Event,
-    ParticipantDisconnected,
-    TrackSubscribed,
-    TrackUnpublished,
-    TrackUnsubscribed,
-)
 from .._exceptions import AudioFormatError, ConfigurationError, TrackNotSubscribed
+from .._media_streams import RemoteStreams, subscribed_track
 from .._participants import Participant, TrackPublication
 from .._subscription import OverflowPolicy, check_buffer
 from .._types import TrackSource, track_source_to_sdk
@@ -34,16 +26,14 @@ class SessionAudio:
     [`stream`][lkkit.SessionAudio.stream] received audio. Reached as `session.audio`.
 
     Owns the session's open publishers and streams: it ends them all when the session
-    ends, and ends a stream when the session's event bus reports its track
-    unsubscribed or unpublished, or its participant gone.
+    ends, and ends a stream when its track is unsubscribed or unpublished, or its
+    participant gone (the shared `RemoteStreams` registry).
     """
 
     def __init__(self, core: SessionCore) -> None:
         self._core = core
         self._publishers: set[AudioPublisher] = set()
-        self._streams: set[AudioStream] = set()
-        self._streams_by_sid: dict[str, set[AudioStream]] = {}
-        self._remove_listener: Callable[[], None] | None = None
+        self._streams = RemoteStreams(core, rtc.TrackKind.KIND_AUDIO)
         core.on_close(self._on_session_closed)
 
     def publish(
@@ -139,8 +129,10 @@ class SessionAudio:
                     "receive audio from a remote participant, not the local one"
                 )
             stream = AudioStream(self, fmt, participant.identity, source, buffer=buffer)
-            self._track_streams(stream)
-            found = _subscribed_audio(participant, track_source_to_sdk(source))
+            self._streams.add(stream)
+            found = subscribed_track(
+                participant, rtc.TrackKind.KIND_AUDIO, track_source_to_sdk(source)
+            )
             if found is not None:
                 stream._bind(*found)
             return stream
@@ -150,7 +142,7 @@ class SessionAudio:
             "",
         )
         stream = AudioStream(self, fmt, identity, source, buffer=buffer)
-        self._track_streams(stream)
+        self._streams.add(stream)
         stream._bind(sdk_track, sid)
         return stream
 
@@ -173,72 +165,7 @@ class SessionAudio:
             )
         return track, track.sid
 
-    # -- ending streams and publishers ---------------------------------------------------
-
-    def _track_streams(self, stream: AudioStream) -> None:
-        if self._remove_listener is None:
-            # One listener on the session's event bus for all of this session's
-            # streams; the bus drops it when the session ends.
-            self._remove_listener = self._core.bus.add_listener(self._on_event)
-        self._streams.add(stream)
-
-    def _index(self, stream: AudioStream) -> None:
-        self._streams_by_sid.setdefault(stream._sid, set()).add(stream)
-
-    def _forget(self, stream: AudioStream) -> None:
-        self._streams.discard(stream)
-        readers = self._streams_by_sid.get(stream._sid)
-        if readers is not None:
-            readers.discard(stream)
-            if not readers:
-                del self._streams_by_sid[stream._sid]
-
-    def _on_event(self, event: Event) -> None:
-        # Synchronous, in the SDK's dispatch order. Both unsubscribe and unpublish
-        # end a stream: when the SDK handles the unpublish first it drops the
-        # publication and never reports the unsubscribe; nor does it report tracks
-        # unsubscribed after their participant left.
-        if isinstance(event, TrackUnsubscribed | TrackUnpublished):
-            for stream in tuple(self._streams_by_sid.get(event.publication.sid, ())):
-                stream._end()
-        elif isinstance(event, ParticipantDisconnected):
-            identity = event.participant.identity
-            for stream in tuple(self._streams):
-                if stream._identity == identity:
-                    stream._end()
-        elif isinstance(event, TrackSubscribed):
-            publication = event.publication.sdk
-            track = publication.track
-            if track is None or publication.kind != rtc.TrackKind.KIND_AUDIO:
-                return
-            identity = event.participant.identity
-            for stream in tuple(self._streams):
-                if (
-                    stream._track is None
-                    and stream._identity == identity
-                    and publication.source == track_source_to_sdk(stream._source)
-                ):
-                    stream._bind(track, publication.sid)
-
     def _on_session_closed(self) -> None:
-        for stream in tuple(self._streams):
-            stream._end()
+        # The streams end through their registry's own close hook.
         for publisher in tuple(self._publishers):
             publisher._on_session_closed()
-        if self._remove_listener is not None:
-            self._remove_listener()
-            self._remove_listener = None
-
-
-def _subscribed_audio(
-    participant: rtc.RemoteParticipant, source: int
-) -> tuple[rtc.Track, str] | None:
-    for publication in participant.track_publications.values():
-        track = publication.track
-        if (
-            publication.source == source
-            and publication.kind == rtc.TrackKind.KIND_AUDIO
-            and track is not None
-        ):
-            return track, publication.sid
-    return None

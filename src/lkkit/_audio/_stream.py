@@ -160,7 +160,7 @@ class AudioStream(Subscription[AudioChunk]):
             return
         self._track = track
         self._sid = sid
-        self._audio._index(self)
+        self._audio._streams.index(self)
         self._open_native()
 
     def _open_native(self) -> None:
@@ -204,7 +204,7 @@ class AudioStream(Subscription[AudioChunk]):
         """No more chunks arrive (buffered ones are still yielded); the native stream
         is released. Idempotent."""
         super()._end(error)
-        self._audio._forget(self)
+        self._audio._streams.forget(self)
         router, self._router = self._router, None
         if router is not None:
             router.close(self._handle)

@@ -34,6 +34,7 @@ if _typing.TYPE_CHECKING:
         BrowserEvent,
         BrowserPeer,
         BrowserTimeout,
+        BrowserVideoInfo,
         Chromium,
         JavaScriptError,
     )
@@ -62,6 +63,7 @@ _EXPORTS: dict[str, str] = {
     "BrowserEvent": "._browser",
     "BrowserPeer": "._browser",
     "BrowserTimeout": "._browser",
+    "BrowserVideoInfo": "._browser",
     "Chromium": "._browser",
     "JavaScriptError": "._browser",
     "LIVEKIT_CLIENT_VERSION": "._browser_install",
@@ -92,6 +94,7 @@ __all__ = [
     "BrowserNotFound",
     "BrowserPeer",
     "BrowserTimeout",
+    "BrowserVideoInfo",
     "Chromium",
     "JavaScriptError",
     "LiveKitRoom",

@@ -57,7 +57,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal
 
 import anyio.to_thread
 
@@ -69,6 +69,7 @@ __all__ = [
     "BrowserEvent",
     "BrowserPeer",
     "BrowserTimeout",
+    "BrowserVideoInfo",
     "Chromium",
     "JavaScriptError",
 ]
@@ -156,6 +157,26 @@ class BrowserEvent:
         return base64.b64decode(self.fields[key])
 
 
+VideoSource = Literal["camera", "screen_share"]
+"""A video track's source, as livekit-client names it (`Track.Source`)."""
+
+
+@dataclass(frozen=True, slots=True)
+class BrowserVideoInfo:
+    """What the page shows of a remote video track, read from the `<video>` element
+    playing it (see [`video_info`][lkkit.testing.BrowserPeer.video_info])."""
+
+    width: int
+    """The element's `videoWidth`: the size of the frames it decodes."""
+    height: int
+    """The element's `videoHeight`."""
+    mean_rgb: tuple[float, float, float]
+    """The mean red, green and blue (0-255) of the current frame, drawn through a
+    canvas."""
+    frames: int
+    """Frames the element has shown so far (`getVideoPlaybackQuality().totalVideoFrames`)."""
+
+
 # -- the DevTools pipe ---------------------------------------------------------------------
 
 _EventCallback = Callable[[str | None, str, dict[str, Any]], None]
@@ -187,6 +208,11 @@ class _DevToolsPipe:
         self, method: str, params: Mapping[str, Any] | None = None, session_id: str | None = None
     ) -> concurrent.futures.Future[dict[str, Any]]:
         future: concurrent.futures.Future[dict[str, Any]] = concurrent.futures.Future()
+        # Running from the start, so it cannot be cancelled: a caller that stops
+        # waiting (a timeout, a cancel scope) cancels its asyncio wrapper only, and
+        # the answer that still comes never meets a cancelled future, whose
+        # `set_result` would raise and end the reader thread.
+        future.set_running_or_notify_cancel()
         with self._lock:
             if self._closed_reason is not None:
                 future.set_exception(BrowserError(self._closed_reason))
@@ -642,7 +668,9 @@ class BrowserPeer:
     """One page of a [`Chromium`][lkkit.testing.Chromium], running livekit-client: a
     LiveKit participant in a real browser.
 
-    Drive it with [`connect`][lkkit.testing.BrowserPeer.connect],
+    Drive it with [`connect`][lkkit.testing.BrowserPeer.connect], video with
+    [`publish_canvas`][lkkit.testing.BrowserPeer.publish_canvas] and
+    [`video_info`][lkkit.testing.BrowserPeer.video_info],
     [`call`][lkkit.testing.BrowserPeer.call] (the page's helpers in
     `browser/page.js`: `publishData`, `sendBytes`, `sendText`, `registerByteStream`,
     `registerTextStream`, `publishTone`, `mute`, `setMetadata`, `audioSnapshot`, ...)
@@ -788,6 +816,99 @@ class BrowserPeer:
     async def disconnect(self, *, timeout: float = 10.0) -> None:
         """Leave the room (`Room.disconnect()`), telling the server."""
         await self.call("disconnect", timeout=timeout)
+
+    async def unpublish(self, name: str, *, timeout: float = _CALL_TIMEOUT_S) -> None:
+        """Unpublish the page's track `name` (from
+        [`publish_canvas`][lkkit.testing.BrowserPeer.publish_canvas] or the
+        `publishTone` helper) and stop what feeds it.
+
+        Raises:
+            JavaScriptError: nothing is published as `name`, or livekit-client failed.
+        """
+        await self.call("unpublish", name, timeout=timeout)
+
+    # -- video ---------------------------------------------------------------------
+
+    async def publish_canvas(
+        self,
+        name: str,
+        *,
+        width: int,
+        height: int,
+        rgb: tuple[int, int, int],
+        fps: float = 15.0,
+        source: VideoSource = "camera",
+        simulcast: bool = True,
+        timeout: float = _CALL_TIMEOUT_S,
+    ) -> str:
+        """Publish a `width` x `height` canvas of one colour, `rgb`, as the video track
+        `name`; return the track's sid.
+
+        The canvas is repainted `fps` times a second and published as
+        `canvas.captureStream(fps)`, so frames keep coming while the picture stays
+        the same. livekit-client picks the encoding (and, with `simulcast`, the lower
+        layers) from the size. Stop it with
+        [`unpublish`][lkkit.testing.BrowserPeer.unpublish].
+
+        Raises:
+            ValueError: a size, colour or frame rate out of range.
+            JavaScriptError: not connected, or livekit-client refused the track.
+        """
+        if width <= 0 or height <= 0:
+            raise ValueError(f"the canvas size must be positive, not {width}x{height}")
+        if len(rgb) != 3 or not all(0 <= c <= 255 for c in rgb):
+            raise ValueError(f"rgb must be three values from 0 to 255, not {rgb!r}")
+        if fps <= 0:
+            raise ValueError(f"fps must be positive, not {fps}")
+        published = await self.call(
+            "publishCanvas",
+            name,
+            width,
+            height,
+            [int(c) for c in rgb],
+            fps,
+            source,
+            simulcast,
+            timeout=timeout,
+        )
+        return str(published["sid"])
+
+    async def video_info(
+        self, identity: str, *, source: VideoSource = "camera", timeout: float = 10.0
+    ) -> BrowserVideoInfo:
+        """What the page shows of `identity`'s video track of `source`: its size, the
+        frames shown, and the current frame's mean colour
+        ([`BrowserVideoInfo`][lkkit.testing.BrowserVideoInfo]).
+
+        The page plays every subscribed remote video track in a muted `<video>`
+        element; this waits until that track is subscribed and its element plays
+        (a decoded frame, a non-zero size), then reads the element once. Call it
+        again for a later frame.
+
+        Raises:
+            BrowserTimeout: no such track played within `timeout`.
+            JavaScriptError: the page is not connected.
+        """
+        try:
+            with anyio.fail_after(timeout):
+                # Polled: a track can be re-subscribed into a new element, which a
+                # recorded "started playing" event would not tell apart.
+                while True:
+                    info = await self.call("videoInfo", identity, source)
+                    if info is not None:
+                        break
+                    await anyio.sleep(0.05)
+        except TimeoutError:
+            raise BrowserTimeout(
+                f"no {source} video from {identity!r} played in the page within {timeout} s"
+            ) from None
+        red, green, blue = (float(c) for c in info["meanRgb"])
+        return BrowserVideoInfo(
+            width=int(info["width"]),
+            height=int(info["height"]),
+            mean_rgb=(red, green, blue),
+            frames=int(info["frames"]),
+        )
 
     # -- waiting for events --------------------------------------------------------
 

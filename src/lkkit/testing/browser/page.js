@@ -46,7 +46,10 @@
   let room = null;
   let audioContext = null;
   const published = new Map(); // track name -> LocalTrackPublication
+  const feeders = new Map(); // track name -> stop() for what feeds it (a canvas's timer)
   const listeners = new Map(); // remote identity -> {analyser, element}
+  const videos = new Map(); // "identity/source" -> <video> playing a remote video track
+  const videoKey = (identity, source) => `${identity}/${source}`;
 
   const context = async () => {
     if (audioContext === null) {
@@ -61,6 +64,12 @@
     return room;
   };
 
+  const publishedAs = (name) => {
+    const found = published.get(name);
+    if (!found) throw new Error(`no track published as ${JSON.stringify(name)}`);
+    return found;
+  };
+
   // Remote audio goes to an AnalyserNode that Python reads (audioSnapshot). Chromium
   // renders a remote WebRTC track into Web Audio only while a media element plays it.
   const listen = async (identity, track) => {
@@ -72,6 +81,15 @@
     analyser.smoothingTimeConstant = 0;
     ctx.createMediaStreamSource(new MediaStream([track.mediaStreamTrack])).connect(analyser);
     listeners.set(identity, { analyser, element });
+  };
+
+  // Remote video plays (muted, autoplay) in a <video> element that Python reads
+  // (videoInfo); one per participant and source.
+  const watch = (identity, source, track) => {
+    const element = track.attach();
+    element.muted = true;
+    document.body.append(element);
+    videos.set(videoKey(identity, source), element);
   };
 
   const hook = (r) => {
@@ -95,13 +113,21 @@
       )
       .on(RoomEvent.TrackSubscribed, async (track, publication, p) => {
         if (track.kind === "audio") await listen(p.identity, track);
+        if (track.kind === "video") watch(p.identity, publication.source, track);
         emit("trackSubscribed", { identity: p.identity, ...publicationFields(publication) });
       })
       .on(RoomEvent.TrackUnsubscribed, (track, publication, p) => {
-        const listener = listeners.get(p.identity);
+        const listener = track.kind === "audio" ? listeners.get(p.identity) : undefined;
         if (listener) {
           track.detach(listener.element);
           listeners.delete(p.identity);
+        }
+        const key = videoKey(p.identity, publication.source);
+        const video = track.kind === "video" ? videos.get(key) : undefined;
+        if (video) {
+          track.detach(video);
+          video.remove();
+          videos.delete(key);
         }
         emit("trackUnsubscribed", { identity: p.identity, ...publicationFields(publication) });
       })
@@ -244,17 +270,54 @@
       return publicationFields(publication);
     },
 
+    // A canvas of one colour published as a video track named `name` (`source`
+    // "camera" or "screen_share"): repainted `fps` times a second, so that
+    // captureStream(fps) keeps sending frames while the picture stays the same.
+    async publishCanvas(name, width, height, rgb, fps = 15, source = "camera", simulcast = true) {
+      const canvas = document.createElement("canvas");
+      canvas.width = width;
+      canvas.height = height;
+      const ctx = canvas.getContext("2d");
+      const paint = () => {
+        ctx.fillStyle = `rgb(${rgb[0]}, ${rgb[1]}, ${rgb[2]})`;
+        ctx.fillRect(0, 0, width, height);
+      };
+      paint();
+      const timer = setInterval(paint, 1000 / fps);
+      const track = canvas.captureStream(fps).getVideoTracks()[0];
+      const stop = () => {
+        clearInterval(timer);
+        track.stop();
+      };
+      let publication;
+      try {
+        publication = await connected().localParticipant.publishTrack(track, {
+          name,
+          source,
+          simulcast,
+        });
+      } catch (error) {
+        stop();
+        throw error;
+      }
+      published.set(name, publication);
+      feeders.set(name, stop);
+      return publicationFields(publication);
+    },
+
     async mute(name) {
-      await published.get(name).mute();
+      await publishedAs(name).mute();
     },
 
     async unmute(name) {
-      await published.get(name).unmute();
+      await publishedAs(name).unmute();
     },
 
     async unpublish(name) {
-      await connected().localParticipant.unpublishTrack(published.get(name).track);
+      await connected().localParticipant.unpublishTrack(publishedAs(name).track);
       published.delete(name);
+      feeders.get(name)?.();
+      feeders.delete(name);
     },
 
     async setMetadata(metadata) {
@@ -270,6 +333,40 @@
       return {
         sampleRate: listener.analyser.context.sampleRate,
         samples: toBase64(new Uint8Array(samples.buffer)),
+      };
+    },
+
+    // What the <video> element playing `identity`'s video track of `source` shows: its
+    // size, the frames it has shown, and the mean RGB of the current frame drawn
+    // through a canvas. null until that track is subscribed and plays.
+    videoInfo(identity, source = "camera") {
+      connected();
+      const element = videos.get(videoKey(identity, source));
+      if (
+        !element ||
+        element.paused ||
+        element.readyState < HTMLMediaElement.HAVE_CURRENT_DATA ||
+        element.videoWidth === 0
+      ) {
+        return null;
+      }
+      const width = element.videoWidth;
+      const height = element.videoHeight;
+      const canvas = new OffscreenCanvas(width, height);
+      const ctx = canvas.getContext("2d", { willReadFrequently: true });
+      ctx.drawImage(element, 0, 0, width, height);
+      const pixels = ctx.getImageData(0, 0, width, height).data;
+      const sums = [0, 0, 0];
+      for (let i = 0; i < pixels.length; i += 4) {
+        sums[0] += pixels[i];
+        sums[1] += pixels[i + 1];
+        sums[2] += pixels[i + 2];
+      }
+      return {
+        width,
+        height,
+        meanRgb: sums.map((sum) => sum / (width * height)),
+        frames: element.getVideoPlaybackQuality().totalVideoFrames,
       };
     },
   };
