@@ -47,6 +47,8 @@ logger = logging.getLogger("lkkit")
 
 T = TypeVar("T")
 
+_RECONNECT_RECHECK_S = 1.0
+
 TRACK_OP_TIMEOUT_S = 10.0
 """How long one publish or unpublish may take before lkkit stops waiting for it."""
 
@@ -134,6 +136,35 @@ class SessionCore:
                 + (f" ({reason.value})" if reason is not None else "")
             )
         return self.room
+
+    async def wait_until_sendable(self) -> rtc.Room:
+        """The SDK room once the session is connected: while it is reconnecting, wait
+        for the outcome (the SDK's attempts are bounded, about 20 s).
+
+        What is handed to the SDK while it reconnects is lost without a word when the
+        reconnection fails (the server is gone), so senders wait instead.
+
+        Raises:
+            NotConnected: the session is not connected, or the reconnection failed.
+        """
+        room = self.require_connected()
+        while self.connection_state is ConnectionState.RECONNECTING:
+            changed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+            def on_event(event: object, changed: asyncio.Future[None] = changed) -> None:
+                if not changed.done():
+                    changed.set_result(None)
+
+            remove = self.bus.add_listener(on_event) if not self.bus.closed else None
+            try:
+                # Re-checked every second too: the bus may close under the wait.
+                with anyio.move_on_after(_RECONNECT_RECHECK_S):
+                    await asyncio.shield(changed)
+            finally:
+                if remove is not None:
+                    remove()
+            room = self.require_connected()
+        return room
 
     # -- track operations (serialised) -----------------------------------------------------
 

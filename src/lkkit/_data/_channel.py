@@ -277,7 +277,8 @@ class DataChannel:
                 lossy with `native_stream`.
             DataTooLarge: a lossy payload above `options.lossy_max_bytes`.
             DataPermissionDenied: the local participant lacks `canPublishData`.
-            NotConnected: the session is not connected.
+            NotConnected: the session is not connected, or its reconnection failed
+                (a reliable send waits while the session reconnects).
             PublishError: the SDK refused the first (or only) packet.
             DataSendIncomplete: a chunked message failed after some packets left.
             StreamError: a native stream send failed.
@@ -311,6 +312,7 @@ class DataChannel:
             native_stream = reliable and (len(data) > MAX_PACKET_BYTES or needs_framing(data))
         if native_stream:
             async with self._send_lock:
+                room = await self._core.wait_until_sendable()
                 with map_sdk_exceptions():
                     if isinstance(payload, str):
                         await room.local_participant.send_text(
@@ -334,6 +336,9 @@ class DataChannel:
         # The lock is taken before any await, so messages leave in the order their
         # sends began, whatever their sizes.
         async with self._send_lock:
+            # While the session reconnects, wait for the outcome: what the SDK is
+            # handed meanwhile is lost silently if the reconnection fails.
+            room = await self._core.wait_until_sendable()
             if len(data) > _ENCODE_IN_THREAD_BYTES:
                 packets = await anyio.to_thread.run_sync(encode_message, data)
             else:
@@ -507,11 +512,13 @@ class DataChannel:
         Raises:
             InvalidDataArgument: a wrong topic, `to`, attributes or `total_size`.
             DataPermissionDenied: the local participant lacks `canPublishData`.
-            NotConnected: the session is not connected.
+            NotConnected: the session is not connected, or its reconnection failed
+                (a reliable send waits while the session reconnects).
             StreamError: the SDK could not open the stream.
         """
         topic, send_to, extra = self._stream_args(topic, to, attributes, total_size)
-        room = self._publishing_room()
+        self._publishing_room()
+        room = await self._core.wait_until_sendable()
         with map_sdk_exceptions():
             writer = await room.local_participant.stream_text(
                 destination_identities=send_to,
@@ -538,14 +545,16 @@ class DataChannel:
             InvalidDataArgument: a wrong topic, name, MIME type, `to`, attributes or
                 `total_size`.
             DataPermissionDenied: the local participant lacks `canPublishData`.
-            NotConnected: the session is not connected.
+            NotConnected: the session is not connected, or its reconnection failed
+                (a reliable send waits while the session reconnects).
             StreamError: the SDK could not open the stream.
         """
         topic, send_to, extra = self._stream_args(topic, to, attributes, total_size)
         for label, value in (("name", name), ("mime_type", mime_type)):
             if not isinstance(value, str):
                 raise InvalidDataArgument(f"{label} must be a str, got {value!r}")
-        room = self._publishing_room()
+        self._publishing_room()
+        room = await self._core.wait_until_sendable()
         with map_sdk_exceptions():
             writer = await room.local_participant.stream_bytes(
                 name,
