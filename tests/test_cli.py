@@ -131,6 +131,35 @@ def test_credentials_come_from_the_environment_without_flags(
     assert Token.verify(out.strip(), env_credentials).identity == "u"
 
 
+def test_the_secret_can_come_from_a_file(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    secret_file = tmp_path / "secret"
+    secret_file.write_text(SECRET + "\n")  # as `echo` writes it
+    status, out, err = run(
+        capsys, "token", "create", "--api-key", KEY, "--api-secret-file", str(secret_file)
+    )
+    assert (status, err) == (0, "")
+    Token.verify(out.strip(), CREDENTIALS)
+    status, out, err = run(
+        capsys, "token", "create", "--api-key", KEY, "--api-secret-file", str(tmp_path / "no")
+    )
+    assert (status, out) == (2, "")
+    assert "cannot read the API secret file" in err
+    err = usage_error(
+        capsys,
+        "token",
+        "create",
+        "--api-key",
+        KEY,
+        "--api-secret",
+        SECRET,
+        "--api-secret-file",
+        str(secret_file),
+    )
+    assert "not allowed with argument" in err
+
+
 @pytest.mark.parametrize(
     ("text", "seconds"),
     [("30s", 30), ("10m", 600), ("24h", 86_400), ("7d", 604_800), ("1h30m", 5_400)],
@@ -187,8 +216,8 @@ def test_invalid_tokens_exit_2(
     ("flags", "message"),
     [
         (["--api-key", "", "--api-secret", SECRET], "api_key must not be empty"),
-        (["--api-key", KEY], "give both --api-key and --api-secret"),
-        (["--api-secret", SECRET], "give both --api-key and --api-secret"),
+        (["--api-key", KEY], "give both an API key and a secret"),
+        (["--api-secret", SECRET], "give both an API key and a secret"),
         ([], "not set: LIVEKIT_API_KEY, LIVEKIT_API_SECRET"),
     ],
 )

@@ -328,9 +328,9 @@ def test_empty_room_name_and_metadata_mean_none() -> None:
     assert Token.verify(token.sign(CREDENTIALS), CREDENTIALS) == token
 
 
-def test_ttl_defaults_to_livekit_api_six_hours() -> None:
-    assert timedelta(hours=6) == DEFAULT_TTL
-    assert Token().ttl == timedelta(hours=6)
+def test_ttl_defaults_to_ten_minutes() -> None:
+    assert timedelta(minutes=10) == DEFAULT_TTL
+    assert Token().ttl == timedelta(minutes=10)
 
 
 def test_ttl_is_truncated_to_whole_seconds() -> None:
@@ -696,11 +696,12 @@ def test_every_pyjwt_token_error_is_mapped_explicitly() -> None:
     assert pyjwt_errors - set(verification_errors()) == set()
 
 
-def test_the_default_lifetimes_are_livekit_apis() -> None:
+def test_the_default_leeway_is_livekit_apis_and_the_ttl_shorter() -> None:
     # lkkit states them itself so that importing it does not import livekit-api.
     from livekit.api import access_token
 
-    assert (DEFAULT_TTL, DEFAULT_LEEWAY) == (access_token.DEFAULT_TTL, access_token.DEFAULT_LEEWAY)
+    assert DEFAULT_LEEWAY == access_token.DEFAULT_LEEWAY
+    assert DEFAULT_TTL < access_token.DEFAULT_TTL
 
 
 # -- interoperability with livekit-api ---------------------------------------------------
@@ -720,7 +721,7 @@ def test_a_token_minted_by_livekit_api_verifies() -> None:
     assert token.name == "Ada"
     assert token.grants == Grants(room_join=True, room="scene-7", kind=ParticipantKind.AGENT)
     # livekit-api itself can be one second long (see the boundary test above).
-    assert token.ttl - DEFAULT_TTL in (timedelta(0), timedelta(seconds=1))
+    assert token.ttl - access_token.DEFAULT_TTL in (timedelta(0), timedelta(seconds=1))
 
 
 def test_livekit_api_verifies_what_lkkit_signs() -> None:

@@ -578,8 +578,13 @@ def sdk_exception_map() -> dict[type[BaseException], type[LkkitError]]:
 _JWT = re.compile(r"eyJ[\w-]+\.[\w-]+\.[\w-]*")
 
 
+def redact_tokens(text: str) -> str:
+    """`text` with every JWT replaced by `<token>`."""
+    return _JWT.sub("<token>", text)
+
+
 def _connect_error(message: str) -> ConnectError:
-    message = _JWT.sub("<token>", message)
+    message = redact_tokens(message)
     if _TIMEOUT.search(message):
         return ConnectTimeout(message)
     if _REJECTED.search(message):
@@ -611,6 +616,9 @@ def translate(exc: BaseException) -> LkkitError | None:
     from livekit import api, rtc
 
     if isinstance(exc, rtc.ConnectError):
+        # Also scrubbed in the SDK's exception, kept as the `__cause__`.
+        exc.message = redact_tokens(exc.message)
+        exc.args = tuple(redact_tokens(a) if isinstance(a, str) else a for a in exc.args)
         return _connect_error(exc.message)
     if isinstance(exc, rtc.RpcError):
         return RemoteCallError.from_code(int(exc.code), exc.message, exc.data)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -26,6 +27,8 @@ from livekit.rtc._proto import audio_frame_pb2 as proto_audio
 from livekit.rtc._proto import ffi_pb2 as proto_ffi
 from livekit.rtc._proto import participant_pb2 as proto_participant
 from livekit.rtc._proto import video_frame_pb2 as proto_video
+
+from ._exceptions import redact_tokens
 
 __all__ = [
     "CLIENT_PROTOCOL_DATA_STREAM_RPC",
@@ -41,6 +44,7 @@ __all__ = [
     "proto_ffi",
     "proto_participant",
     "proto_video",
+    "redact_sdk_logs",
     "retrieve_participant",
     "room_sid_now",
     "room_token",
@@ -116,6 +120,27 @@ def track_room(track: rtc.Track) -> rtc.Room | None:
 def dispose_handle(obj: rtc.AudioSource | rtc.VideoSource) -> None:
     """Release an SDK object's native handle now instead of at garbage collection."""
     obj._ffi_handle.dispose()
+
+
+class _RedactTokens(logging.Filter):
+    """Replaces tokens in the SDK's log records: its native layer logs the server's
+    answer to a rejected join, which quotes the token, at WARNING and ERROR."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if "eyJ" in message:
+            record.msg, record.args = redact_tokens(message), None
+        return True
+
+
+_redacting = _RedactTokens()
+
+
+def redact_sdk_logs() -> None:
+    """Keep tokens out of the SDK's log records (idempotent)."""
+    sdk_logger = logging.getLogger("livekit")  # livekit.rtc.log's logger
+    if _redacting not in sdk_logger.filters:
+        sdk_logger.addFilter(_redacting)
 
 
 NATIVE_TEARDOWN_GRACE_S = 1.0

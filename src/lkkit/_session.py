@@ -49,7 +49,12 @@ from ._exceptions import (
 )
 from ._participants import LocalParticipant, Participant, RemoteParticipant, TrackPublication
 from ._rpc import SessionRpc
-from ._sdk_compat import exit_after_native_teardown, room_sid_now, room_was_connected
+from ._sdk_compat import (
+    exit_after_native_teardown,
+    redact_sdk_logs,
+    room_sid_now,
+    room_was_connected,
+)
 from ._subscription import OverflowPolicy
 from ._types import ConnectionState, DisconnectReason, ParticipantKind, TrackKind, TrackSource
 from ._video import SessionVideo
@@ -648,6 +653,7 @@ class Session:
         return room
 
     async def _native_connect(self, room: rtc.Room) -> None:
+        redact_sdk_logs()
         with map_sdk_exceptions():
             await room.connect(self._url, self._token, self._options._to_sdk())
 

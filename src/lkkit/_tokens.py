@@ -51,7 +51,10 @@ if TYPE_CHECKING:
 # livekit-api's defaults (a test checks they still are); livekit-api and PyJWT are
 # imported when a token is signed or verified, not with this module (an agent worker
 # registers before it pays for them).
-DEFAULT_TTL: Final = timedelta(hours=6)
+DEFAULT_TTL: Final = timedelta(minutes=10)
+"""A token only has to get its holder in: the server refreshes the token of a connected
+participant (`TokenRefreshed`), so a short lifetime limits what a leaked token is worth.
+livekit-api defaults to 6 hours."""
 DEFAULT_LEEWAY: Final = timedelta(minutes=1)
 
 __all__ = ["DEFAULT_LEEWAY", "DEFAULT_TTL", "Credentials", "Grants", "Token", "join_token"]
@@ -413,7 +416,8 @@ class Token(_Value):
     attributes: Mapping[str, str] = Field(default_factory=_FrozenMap)
     """Participant attributes; stored as a read-only mapping."""
     ttl: timedelta = DEFAULT_TTL
-    """How long the token is valid from signing: livekit-api's default, 6 hours.
+    """How long the token is valid from signing: 10 minutes by default (`DEFAULT_TTL`;
+    livekit-api's default is 6 hours).
 
     The JWT carries whole seconds, so `ttl` is truncated to whole seconds; it must be
     at least one second.

@@ -56,19 +56,33 @@ def _attribute(text: str) -> tuple[str, str]:
 
 def _add_credentials(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group(
-        "credentials", "give both, or neither to read LIVEKIT_API_KEY and LIVEKIT_API_SECRET"
+        "credentials",
+        "give a key and a secret (the secret as --api-secret-file PATH keeps it out of "
+        "the process list and shell history), or neither to read LIVEKIT_API_KEY and "
+        "LIVEKIT_API_SECRET",
     )
     group.add_argument("--api-key", metavar="KEY")
-    group.add_argument("--api-secret", metavar="SECRET")
+    secret = group.add_mutually_exclusive_group()
+    secret.add_argument("--api-secret", metavar="SECRET")
+    secret.add_argument("--api-secret-file", metavar="PATH", help="read the secret from this file")
 
 
 def _credentials(args: argparse.Namespace) -> Credentials:
     key: str | None = args.api_key
     secret: str | None = args.api_secret
+    path: str | None = getattr(args, "api_secret_file", None)
+    if path is not None:
+        try:
+            with open(path, encoding="utf-8") as file:
+                secret = file.read().strip()
+        except OSError as exc:
+            raise InvalidCredentials(
+                f"cannot read the API secret file {path!r}: {exc.strerror}"
+            ) from None
     if key is None and secret is None:
         return Credentials.from_env()
     if key is None or secret is None:
-        raise InvalidCredentials("give both --api-key and --api-secret, or neither")
+        raise InvalidCredentials("give both an API key and a secret, or neither")
     return Credentials(api_key=key, api_secret=secret)
 
 
@@ -109,7 +123,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "--valid-for",
         type=parse_duration,
         metavar="DURATION",
-        help="time to live, e.g. 30s, 10m, 24h, 7d (default: 6h)",
+        help="time to live, e.g. 30s, 10m, 24h, 7d (default: 10m)",
     )
     create.set_defaults(handler=_create)
 
