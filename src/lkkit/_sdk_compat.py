@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import gc
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -40,6 +41,7 @@ __all__ = [
     "exit_after_native_teardown",
     "ffi_request",
     "handle_id",
+    "live_ffi_handles",
     "proto_audio",
     "proto_ffi",
     "proto_participant",
@@ -73,6 +75,14 @@ def ffi_request(request: proto_ffi.FfiRequest) -> proto_ffi.FfiResponse:
 def warm_up_ffi() -> None:
     """Load and initialise the native library now (the first session otherwise pays it)."""
     _ = FfiClient.instance
+
+
+def live_ffi_handles() -> int:
+    """How many native handles the SDK's Python objects hold now (for leak checks)."""
+    from livekit.rtc import _ffi_client
+
+    gc.collect()  # handles of dead objects are dropped when they are collected
+    return len(_ffi_client._live_handles)
 
 
 def drop_handle(handle: int) -> None:
