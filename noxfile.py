@@ -3,8 +3,9 @@
 Every session that talks to a livekit-server builds it first (cached in
 `.cache/livekit-server/`) and runs inside lkkit's loopback sandbox, so WebRTC media
 never leaves 127.0.0.0/8. The test sessions also install the browser test peer first
-(Chromium with apt-get when missing, livekit-client with `npm ci` into `.cache/browser/`):
-outside the sandbox, which has no network.
+(Chromium with apt-get when missing, livekit-client with `npm ci` into `.cache/browser/`)
+and Redis for the multi-node tests (`redis-server` with apt-get when missing): outside
+the sandbox, which has no network.
 """
 
 from __future__ import annotations
@@ -21,10 +22,14 @@ def _install(session: nox.Session, extras: str = "test") -> None:
     session.install("-e", f".[{extras}]")
 
 
-def _in_sandbox(session: nox.Session, *command: str, browser: bool = False) -> None:
+def _in_sandbox(
+    session: nox.Session, *command: str, browser: bool = False, redis: bool = False
+) -> None:
     session.run("python", "-m", "lkkit.testing", "install-server")
     if browser:
         session.run("python", "-m", "lkkit.testing", "install-browser")
+    if redis:
+        session.run("python", "-m", "lkkit.testing", "install-redis")
     session.run("python", "-m", "lkkit.testing", "sandbox", "--", *command)
 
 
@@ -32,7 +37,7 @@ def _in_sandbox(session: nox.Session, *command: str, browser: bool = False) -> N
 def tests(session: nox.Session) -> None:
     """The whole test suite against a real livekit-server."""
     _install(session)
-    _in_sandbox(session, "python", "-m", "pytest", *session.posargs, browser=True)
+    _in_sandbox(session, "python", "-m", "pytest", *session.posargs, browser=True, redis=True)
 
 
 # The lowest versions pyproject.toml allows; `tests_lowest` proves those bounds.
@@ -50,7 +55,7 @@ def tests_lowest(session: nox.Session) -> None:
     """The test suite with every runtime dependency at its lowest allowed version."""
     _install(session)
     session.install(*LOWEST)
-    _in_sandbox(session, "python", "-m", "pytest", *session.posargs, browser=True)
+    _in_sandbox(session, "python", "-m", "pytest", *session.posargs, browser=True, redis=True)
 
 
 @nox.session
@@ -62,7 +67,7 @@ def tests_latest(session: nox.Session) -> None:
     """
     _install(session)
     session.install("--upgrade", "livekit", "livekit-api", "livekit-protocol")
-    _in_sandbox(session, "python", "-m", "pytest", *session.posargs, browser=True)
+    _in_sandbox(session, "python", "-m", "pytest", *session.posargs, browser=True, redis=True)
 
 
 @nox.session
@@ -86,6 +91,15 @@ def docs(session: nox.Session) -> None:
     """Build the documentation with mkdocs --strict."""
     _install(session, "dev")
     session.run("mkdocs", "build", "--strict", "--site-dir", "site")
+
+
+@nox.session
+def soak(session: nox.Session) -> None:
+    """The long load and leak tests: 5 minutes of traffic, 200 connect/leave cycles."""
+    _install(session)
+    session.env["LKKIT_SOAK_SECONDS"] = "300"
+    session.env["LKKIT_SOAK_CYCLES"] = "200"
+    _in_sandbox(session, "python", "-m", "pytest", "-s", "tests/test_soak.py", *session.posargs)
 
 
 @nox.session

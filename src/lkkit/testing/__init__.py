@@ -9,7 +9,8 @@ with LocalLiveKitServer() as server:
 ```
 
 The pytest plugin is registered automatically when lkkit is installed; it gives the
-`livekit_server` and `livekit_room` fixtures, and `chromium` / `browser_peer` for
+`livekit_server` and `livekit_room` fixtures, `livekit_cluster` (a
+`LocalLiveKitCluster`: two nodes sharing a Redis), and `chromium` / `browser_peer` for
 LiveKit's JavaScript client in headless Chromium as a peer (`BrowserPeer`).
 """
 
@@ -48,7 +49,9 @@ if _typing.TYPE_CHECKING:
         find_chromium,
         find_livekit_client,
     )
+    from ._cluster import LocalLiveKitCluster
     from ._livekit_room import LiveKitRoom
+    from ._redis_install import ensure_redis_server, find_redis_server
     from ._sandbox import SANDBOX_ADDRESS, check_loopback_only, local_addresses, run_in_sandbox
     from ._server import LocalLiveKitServer
 
@@ -74,7 +77,10 @@ _EXPORTS: dict[str, str] = {
     "find_browser": "._browser_install",
     "find_chromium": "._browser_install",
     "find_livekit_client": "._browser_install",
+    "LocalLiveKitCluster": "._cluster",
     "LiveKitRoom": "._livekit_room",
+    "ensure_redis_server": "._redis_install",
+    "find_redis_server": "._redis_install",
     "SANDBOX_ADDRESS": "._sandbox",
     "check_loopback_only": "._sandbox",
     "local_addresses": "._sandbox",
@@ -98,14 +104,17 @@ __all__ = [
     "Chromium",
     "JavaScriptError",
     "LiveKitRoom",
+    "LocalLiveKitCluster",
     "LocalLiveKitServer",
     "cache_dir",
     "check_loopback_only",
     "ensure_browser",
+    "ensure_redis_server",
     "ensure_server_binary",
     "find_browser",
     "find_chromium",
     "find_livekit_client",
+    "find_redis_server",
     "find_server_binary",
     "local_addresses",
     "run_in_sandbox",

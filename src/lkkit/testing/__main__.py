@@ -4,6 +4,7 @@ or serve a local server until interrupted.
 ```
 python -m lkkit.testing install-server      # build livekit-server into the cache
 python -m lkkit.testing install-browser     # Chromium (apt-get) and livekit-client (npm)
+python -m lkkit.testing install-redis       # redis-server (apt-get), for LocalLiveKitCluster
 python -m lkkit.testing sandbox -- CMD ...  # run CMD with a loopback-only network
 python -m lkkit.testing serve               # run a local server, print url/key/secret
 ```
@@ -21,6 +22,7 @@ from collections.abc import Sequence
 from .._exceptions import LocalServerError
 from ._binary import LIVEKIT_SERVER_VERSION, ensure_server_binary
 from ._browser_install import LIVEKIT_CLIENT_VERSION, BrowserNotFound, ensure_browser
+from ._redis_install import ensure_redis_server
 from ._sandbox import run_in_sandbox, sandbox_inside_main
 from ._server import LocalLiveKitServer
 
@@ -42,6 +44,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "install-browser",
         help=f"install Chromium (apt-get) and livekit-client {LIVEKIT_CLIENT_VERSION} (npm ci)",
     )
+    commands.add_parser(
+        "install-redis", help="install redis-server (apt-get), for LocalLiveKitCluster"
+    )
     sandbox = commands.add_parser("sandbox", help="run a command in the loopback sandbox")
     sandbox.add_argument("rest", nargs=argparse.REMAINDER)
     inside = commands.add_parser("_sandbox-inside")
@@ -56,6 +61,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "install-browser":
             installed = ensure_browser()
             print(f"{installed.chromium}\n{installed.livekit_client}")
+            return 0
+        if args.command == "install-redis":
+            print(ensure_redis_server())
             return 0
         if args.command == "sandbox":
             return run_in_sandbox(_command(args.rest))

@@ -6,6 +6,11 @@ Fixtures:
   for the whole test session.
 - `livekit_room` (function scope, async): a fresh room name per test, a token minter
   and a `join()` that connects sessions, all closed when the test ends.
+- `livekit_cluster` (session scope): one two-node
+  [`LocalLiveKitCluster`][lkkit.testing.LocalLiveKitCluster] (two livekit-servers sharing
+  a Redis) for the whole test session, started on first use; it needs
+  `python -m lkkit.testing install-redis`. A test that kills a node starts a cluster of
+  its own.
 - `chromium` (session scope): one headless [`Chromium`][lkkit.testing.Chromium] for the
   whole test session, started on first use; it needs
   `python -m lkkit.testing install-browser` and fails (never skips) without it.
@@ -13,8 +18,9 @@ Fixtures:
   livekit-client, a [`BrowserPeer`][lkkit.testing.BrowserPeer], closed when the test ends.
 
 When a test fails, the server's log lines written during that test are attached to
-the report as the section "livekit-server log", and the browser page's console and
-last events (if the test used `browser_peer`) as "browser console".
+the report as the section "livekit-server log" (with the cluster's, one section per node,
+"livekit-server log (node i)"), and the browser page's console and last events (if the
+test used `browser_peer`) as "browser console".
 
 pytest loads this module in every run of every project that installs lkkit, so at
 module level it imports only pytest and the standard library; the fixtures import the
@@ -33,12 +39,15 @@ import pytest
 
 if TYPE_CHECKING:
     from ._browser import BrowserPeer, Chromium
+    from ._cluster import LocalLiveKitCluster
     from ._livekit_room import LiveKitRoom
     from ._server import LocalLiveKitServer
 
 _server_key: pytest.StashKey[LocalLiveKitServer] = pytest.StashKey()
 _log_offset_key = pytest.StashKey[int]()
 _peer_key: pytest.StashKey[BrowserPeer] = pytest.StashKey()
+_cluster_key: pytest.StashKey[LocalLiveKitCluster] = pytest.StashKey()
+_cluster_offsets_key = pytest.StashKey[list[int]]()
 
 
 def _room_name(nodeid: str) -> str:
@@ -72,6 +81,17 @@ async def livekit_room(
 
 
 @pytest.fixture(scope="session")
+def livekit_cluster(pytestconfig: pytest.Config) -> Iterator[LocalLiveKitCluster]:
+    """Two livekit-server nodes sharing a Redis, shared by the whole test session."""
+    from ._cluster import LocalLiveKitCluster
+
+    with LocalLiveKitCluster(nodes=2) as cluster:
+        pytestconfig.stash[_cluster_key] = cluster
+        yield cluster
+        del pytestconfig.stash[_cluster_key]
+
+
+@pytest.fixture(scope="session")
 def chromium() -> Iterator[Chromium]:
     """One headless Chromium for the whole test session, killed at its end."""
     from ._browser import Chromium
@@ -102,6 +122,14 @@ def _browser_section(peer: BrowserPeer) -> str:
 def pytest_runtest_setup(item: pytest.Item) -> None:
     server = item.config.stash.get(_server_key, None)
     item.stash[_log_offset_key] = server.log_size() if server is not None else 0
+    cluster = item.config.stash.get(_cluster_key, None)
+    if cluster is not None:
+        item.stash[_cluster_offsets_key] = [node.log_size() for node in cluster.nodes]
+
+
+def _log_section(text: str) -> str:
+    # Lines can hold whole SDPs; keep the section readable.
+    return "\n".join(line[:400] for line in text.splitlines()[-200:])
 
 
 @pytest.hookimpl(wrapper=True)
@@ -113,9 +141,17 @@ def pytest_runtest_makereport(
         server = item.config.stash.get(_server_key, None)
         if server is not None:
             text = server.log_text(start=item.stash.get(_log_offset_key, 0))
-            # Lines can hold whole SDPs; keep the section readable.
-            lines = [line[:400] for line in text.splitlines()[-200:]]
-            report.sections.append(("livekit-server log", "\n".join(lines)))
+            report.sections.append(("livekit-server log", _log_section(text)))
+        cluster = item.config.stash.get(_cluster_key, None)
+        if cluster is not None:
+            # A cluster started during this test (the fixture's first use) logged from 0.
+            offsets = item.stash.get(_cluster_offsets_key, [])
+            for index, node in enumerate(cluster.nodes):
+                start = offsets[index] if index < len(offsets) else 0
+                text = node.log_text(start=start)
+                if text:
+                    section = f"livekit-server log (node {index})"
+                    report.sections.append((section, _log_section(text)))
         peer = item.stash.get(_peer_key, None)
         if peer is not None:
             report.sections.append(("browser console", _browser_section(peer)))

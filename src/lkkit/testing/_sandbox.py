@@ -5,9 +5,10 @@ so on an ordinary machine it sends media from the machine's LAN address even whe
 server listens on 127.0.0.1. The sandbox fixes that without leaving 127.0.0.0/8:
 
 - a new network namespace (`unshare --net`), so no other interface exists at all;
-- `lo` up, plus a veth pair whose only address is `127.0.1.1/8`: libwebrtc gathers
-  its host candidate there, and every packet, signalling and media, goes between
-  127.0.0.1 and 127.0.1.1 inside the namespace.
+- `lo` up (127.0.0.1 and ::1), plus a veth pair whose only address is `127.0.1.1/8`
+  (no IPv6 link-local address: its address generation mode is `none`): libwebrtc
+  gathers its host candidate there, and every packet, signalling and media, goes
+  between 127.0.0.1 and 127.0.1.1 inside the namespace.
 
 `python -m lkkit.testing sandbox -- CMD...` runs CMD in such a namespace (as root, or
 through a user namespace where unprivileged ones are allowed).
@@ -108,6 +109,10 @@ def _set_up_inside() -> None:
         raise ServerStartError("the sandbox needs `ip` (iproute2)")
     _run(ip, "link", "set", "lo", "up")
     _run(ip, "link", "add", _VETH[0], "type", "veth", "peer", "name", _VETH[1])
+    for veth in _VETH:
+        # No IPv6 link-local address (and so no router solicitation, duplicate address
+        # detection or MLD report from the kernel): set before the link goes up.
+        _run(ip, "link", "set", veth, "addrgenmode", "none")
     _run(ip, "addr", "add", f"{SANDBOX_ADDRESS}/8", "dev", _VETH[0])
     _run(ip, "link", "set", _VETH[0], "up")
     _run(ip, "link", "set", _VETH[1], "up")

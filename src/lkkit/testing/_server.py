@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import secrets
@@ -14,8 +15,10 @@ import time
 import urllib.error
 import urllib.request
 import weakref
+from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import anyio.to_thread
 
@@ -50,6 +53,17 @@ def _pick_ports() -> tuple[int, int, int]:
     )
 
 
+def _merged(base: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    """`base` with `extra` laid over it: mappings merge key by key, other values replace."""
+    merged = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = _merged(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
 class LocalLiveKitServer:
     """A livekit-server process on 127.0.0.1, configured for tests.
 
@@ -60,11 +74,18 @@ class LocalLiveKitServer:
 
     or `async with`. The server gets its own config: it listens on 127.0.0.1 only,
     on free HTTP, RTC TCP and RTC UDP ports, advertises 127.0.0.1 as its node IP with
-    loopback candidates on and no external-IP discovery, and a fresh API key with a
-    48-character secret. It refuses to start where WebRTC media could leave
+    loopback candidates on and no external-IP discovery, names a STUN server on
+    127.0.0.1 for clients (it would otherwise hand them public ones), and has a fresh
+    API key with a 48-character secret. It refuses to start where WebRTC media could leave
     127.0.0.0/8 (see [`check_loopback_only`][lkkit.testing.check_loopback_only]).
     Stopping sends SIGTERM, a second (forcing) SIGTERM after 1 s, then SIGKILL after
     5 s more. The log stays readable after stop.
+
+    `extra_config` is laid over the generated config (mappings merge key by key, other
+    values replace), for what a test needs beyond it: a `redis` address and `region`
+    for a node of a cluster (see [`LocalLiveKitCluster`][lkkit.testing.LocalLiveKitCluster]),
+    `room` or `limit` settings. Leave the ports and `keys` alone: `url` and `credentials`
+    report the server's own.
     """
 
     def __init__(
@@ -75,6 +96,7 @@ class LocalLiveKitServer:
         api_secret: str | None = None,
         log_level: str = "info",
         check_network: bool = True,
+        extra_config: Mapping[str, Any] | None = None,
     ) -> None:
         self._binary = Path(binary) if binary is not None else None
         self._credentials = Credentials(
@@ -83,6 +105,7 @@ class LocalLiveKitServer:
         )
         self._log_level = log_level
         self._check_network = check_network
+        self._extra_config = copy.deepcopy(dict(extra_config or {}))
         self._process: subprocess.Popen[bytes] | None = None
         self._workdir: Path | None = None
         self._log_path: Path | None = None
@@ -184,13 +207,19 @@ class LocalLiveKitServer:
                 "use_external_ip": False,
                 "node_ip": _HOST,
                 "enable_loopback_candidate": True,
-                # No STUN: nothing to discover and nothing to reach off the machine.
-                "stun_servers": [],
+                # Given no STUN server (and no TURN), livekit-server v1.13.5 hands
+                # clients public Google and Twilio STUN servers instead, which they
+                # resolve and ping. This one is on loopback and never answers: UDP to
+                # the HTTP port, where nothing listens. (Not the RTC UDP port:
+                # libwebrtc takes every packet from a STUN server's address for a STUN
+                # response, so media from there would be lost.)
+                "stun_servers": [f"{_HOST}:{self._http_port}"],
             },
             "turn": {"enabled": False},
             "keys": {self.api_key: self.api_secret},
             "logging": {"level": self._log_level, "json": False},
         }
+        config = _merged(config, self._extra_config)
         # YAML is a superset of JSON, so no YAML writer is needed.
         config_path = workdir / "livekit.yaml"
         config_path.write_text(json.dumps(config, indent=2))
