@@ -18,6 +18,7 @@ import pytest
 
 import lkkit
 from lkkit import DisconnectReason, Grants, Token
+from lkkit.agents import JobContext, Worker
 from lkkit.testing import LocalLiveKitServer
 
 pytestmark = pytest.mark.anyio
@@ -25,8 +26,8 @@ pytestmark = pytest.mark.anyio
 FAILED_WITHIN_S = 60  # the SDK gives up after 10 reconnection attempts (~20-25 s here)
 
 
-def _token(server: LocalLiveKitServer, identity: str) -> str:
-    grants = Grants(room_join=True, room="faults")
+def _token(server: LocalLiveKitServer, identity: str, room: str = "faults") -> str:
+    grants = Grants(room_join=True, room=room)
     return Token(identity=identity, grants=grants).sign(server.credentials)
 
 
@@ -119,3 +120,58 @@ async def test_a_killed_server_ends_every_part_with_typed_errors(
             while len(asyncio.all_tasks()) > tasks_before:
                 await anyio.sleep(0.05)
     assert _python_threads() <= threads_before, [t.name for t in threading.enumerate()]
+
+
+async def test_a_server_restarted_on_its_port_gets_sessions_and_workers_back() -> None:
+    jobs: list[str] = []
+
+    async def entrypoint(ctx: JobContext) -> None:
+        jobs.append(ctx.job.room_name)
+        await ctx.session.wait_closed()
+
+    async with LocalLiveKitServer(log_level="warn") as server:
+        alice = await lkkit.connect(server.url, _token(server, "alice"))
+        bob = await lkkit.connect(server.url, _token(server, "bob"))
+        await alice.wait_for_participant("bob")
+        async with (
+            Worker(
+                entrypoint,
+                url=server.url,
+                credentials=server.credentials,
+                drain_timeout=2.0,
+                shutdown_timeout=2.0,
+            ) as worker,
+            alice.events(lkkit.Reconnecting, lkkit.Reconnected) as alice_events,
+            bob.data.messages("t") as messages,
+        ):
+            with anyio.fail_after(10):
+                while not worker.registered:
+                    await anyio.sleep(0.05)
+            server.kill()
+            with anyio.fail_after(5):
+                assert isinstance(await alice_events.receive(), lkkit.Reconnecting)
+            # Sent during the outage: waits for the reconnection, then goes (to whoever
+            # is back in the room by then: LiveKit does not store messages).
+            sending = asyncio.create_task(alice.data.send(b"during the outage", topic="t"))
+            await anyio.sleep(1.0)
+            assert not sending.done()
+            await anyio.to_thread.run_sync(server.restart)
+            with anyio.fail_after(20):
+                assert isinstance(await alice_events.receive(), lkkit.Reconnected)
+                await sending
+                while "bob" not in alice.remote_participants:
+                    await anyio.sleep(0.05)
+                await alice.data.send(b"after the outage", topic="t")
+                payloads = {(await messages.receive()).payload}
+                if payloads == {b"during the outage"}:  # bob was back first
+                    payloads.add((await messages.receive()).payload)
+                assert b"after the outage" in payloads
+                # The worker registers again and takes new jobs.
+                while not worker.registered:
+                    await anyio.sleep(0.05)
+            async with lkkit.connect(server.url, _token(server, "carol", "after")):
+                with anyio.fail_after(15):
+                    while "after" not in jobs:
+                        await anyio.sleep(0.05)
+        await alice.aclose()
+        await bob.aclose()

@@ -141,8 +141,9 @@ class SessionCore:
         """The SDK room once the session is connected: while it is reconnecting, wait
         for the outcome (the SDK's attempts are bounded, about 20 s).
 
-        What is handed to the SDK while it reconnects is lost without a word when the
-        reconnection fails (the server is gone), so senders wait instead.
+        The SDK's own sends wait too, but fail with a generic "engine is closed" when
+        the reconnection fails; waiting here first makes that `NotConnected`, with the
+        session's disconnect reason.
 
         Raises:
             NotConnected: the session is not connected, or the reconnection failed.

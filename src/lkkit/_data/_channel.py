@@ -336,8 +336,8 @@ class DataChannel:
         # The lock is taken before any await, so messages leave in the order their
         # sends began, whatever their sizes.
         async with self._send_lock:
-            # While the session reconnects, wait for the outcome: what the SDK is
-            # handed meanwhile is lost silently if the reconnection fails.
+            # While the session reconnects, wait for the outcome (a failed one is
+            # NotConnected, not the SDK's generic "engine is closed").
             room = await self._core.wait_until_sendable()
             if len(data) > _ENCODE_IN_THREAD_BYTES:
                 packets = await anyio.to_thread.run_sync(encode_message, data)

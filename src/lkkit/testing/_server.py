@@ -285,12 +285,21 @@ class LocalLiveKitServer:
         self._kill()
 
     def restart(self) -> None:
-        """Stop and start again on the same ports and keys (to test reconnection)."""
-        self._require_running()
+        """Start again on the same ports and keys, after stopping it when it runs (to
+        test reconnection; after [`kill`][lkkit.testing.LocalLiveKitServer.kill], a
+        restart after a crash)."""
+        if self._process is None or self._workdir is None:
+            raise ServerStartError("start the server before restarting it")
         self.stop()
         assert self._workdir is not None
         binary = self._binary or ensure_server_binary(LIVEKIT_SERVER_VERSION)
         self._launch(binary, self._workdir / "livekit.yaml")
+
+    def kill(self) -> None:
+        """Kill the server at once (SIGKILL): a crash, for fault tests. Its state is
+        lost; [`restart`][lkkit.testing.LocalLiveKitServer.restart] brings it back on
+        the same ports."""
+        self._kill()
 
     def _kill(self) -> None:
         process = self._process
