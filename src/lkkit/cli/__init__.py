@@ -6,9 +6,16 @@ lkkit token create --api-key devkey --api-secret secret --join --room test_room 
 lkkit token verify --api-key devkey --api-secret secret JWT
 lkkit agent run myagents.echo:entrypoint --agent-name echo
 lkkit agent dispatch my-room echo
+lkkit room list --url ws://localhost:7880
+lkkit participant remove my-room alice
+lkkit send my-room --text hello --topic chat
+lkkit listen my-room --json
+lkkit server
 ```
 
-`python -m lkkit.cli ...` runs the same. Errors go to stderr, with exit status 2.
+`python -m lkkit.cli ...` runs the same. Errors go to stderr as one line: a usage
+error or bad input exits with status 2, a failure of the server (refused, not found,
+unreachable) with status 1.
 """
 
 from __future__ import annotations
@@ -18,8 +25,9 @@ import sys
 import warnings
 from typing import TYPE_CHECKING
 
-from .._exceptions import LkkitError
-from . import _agent, _token
+from .._exceptions import ConnectError, LkkitError, ServerApiError
+from . import _agent, _data, _listen, _room, _server, _token
+from ._common import CommandFailed
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -35,6 +43,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _token.register(commands)
+    _room.register(commands)
+    _data.register(commands)
+    _listen.register(commands)
+    _server.register(commands)
     _agent.register(commands)
     return parser
 
@@ -42,21 +54,35 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line with `argv` (default: `sys.argv[1:]`); the exit status.
 
-    Usage errors exit through argparse (`SystemExit(2)`); lkkit errors print to stderr
-    and return 2. Warnings (a short API secret, say) print to stderr once each.
+    Usage errors exit through argparse (`SystemExit(2)`); other lkkit errors (bad
+    input) print to stderr and return 2; failures of the server (it refused, has no such
+    room, cannot be reached) print to stderr and return 1. Warnings (a short API
+    secret, say) print to stderr once each.
     """
     args = _parser().parse_args(argv)
     handler: Callable[[argparse.Namespace], int] = args.handler
-    error: LkkitError | None = None
+    error: Exception | None = None
+    status = 0
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
             status = handler(args)
-        except LkkitError as exc:
+        except (LkkitError, CommandFailed) as exc:
             error = exc
     for message in dict.fromkeys(str(warning.message) for warning in caught):
         print(f"{_PROG}: warning: {message}", file=sys.stderr)
     if error is not None:
-        print(f"{_PROG}: error: {error}", file=sys.stderr)
-        return 2
+        print(f"{_PROG}: error: {_describe(error)}", file=sys.stderr)
+        return 1 if isinstance(error, (CommandFailed, ServerApiError, ConnectError)) else 2
     return status
+
+
+def _describe(error: Exception) -> str:
+    """The one line to print for `error`."""
+    if isinstance(error, ServerApiError) and error.status in (401, 403):
+        # The server's own text for these is empty or vague ("unknown: ").
+        return (
+            f"the server refused the credentials (HTTP {error.status}): check the API "
+            "key and secret, and that the key has the grants this needs"
+        )
+    return str(error)

@@ -11,24 +11,13 @@ import sys
 from typing import Any
 
 from .._exceptions import ConfigurationError
+from ._common import add_url as _add_url
+from ._common import url as _url
 from ._token import _add_credentials, _credentials
 
 __all__ = ["register"]
 
 _JOB_TYPES = ("room", "publisher", "participant")
-
-
-def _add_url(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--url", metavar="URL", help="the server, ws:// or http:// (default: LIVEKIT_URL)"
-    )
-
-
-def _url(args: argparse.Namespace) -> str:
-    url: str | None = args.url or os.environ.get("LIVEKIT_URL")
-    if not url:
-        raise ConfigurationError("no server URL: give --url or set LIVEKIT_URL")
-    return url
 
 
 def _load(target: str) -> Any:

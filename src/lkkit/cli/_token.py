@@ -1,4 +1,4 @@
-"""`lkkit token create` and `lkkit token verify`."""
+"""`lkkit token create`, `lkkit token verify` and `lkkit token decode`."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from .._credentials import Credentials
-from .._exceptions import InvalidCredentials, InvalidGrant
+from .._exceptions import InvalidCredentials, InvalidGrant, TokenMalformed
+from ._common import example
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -87,8 +88,8 @@ def _credentials(args: argparse.Namespace) -> Credentials:
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add the `token` command and its `create` and `verify` actions to `commands`."""
-    token = commands.add_parser("token", help="create or verify access tokens")
+    """Add the `token` command and its `create`, `verify` and `decode` actions."""
+    token = commands.add_parser("token", help="create, verify or decode access tokens")
     actions = token.add_subparsers(dest="action", required=True, metavar="ACTION")
 
     create = actions.add_parser(
@@ -136,6 +137,17 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     verify.add_argument("jwt", metavar="JWT", help="the token to verify")
     verify.set_defaults(handler=_verify)
 
+    decode = actions.add_parser(
+        "decode",
+        help="print a JWT's claims as JSON, WITHOUT verifying its signature",
+        description="Print a JWT's claims as JSON. The signature and the lifetime are "
+        "NOT verified, so anyone could have written these claims: use `lkkit token "
+        "verify` to check them with the API secret. The token itself is not printed.",
+        **example("lkkit token decode eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9..."),
+    )
+    decode.add_argument("jwt", metavar="JWT", help="the token to decode")
+    decode.set_defaults(handler=_decode)
+
 
 def _create(args: argparse.Namespace) -> int:
     from .._tokens import DEFAULT_TTL, Grants, Token  # pydantic: only for this command
@@ -174,4 +186,18 @@ def _verify(args: argparse.Namespace) -> int:
 
     token = Token.verify(args.jwt, _credentials(args))
     print(token.model_dump_json(indent=2))
+    return 0
+
+
+def _decode(args: argparse.Namespace) -> int:
+    import json
+
+    import jwt
+
+    try:
+        claims = jwt.decode(args.jwt, options={"verify_signature": False})
+    except jwt.PyJWTError:
+        # PyJWT's message may quote the token: give none of it back.
+        raise TokenMalformed("not a JWT (three base64url parts, JSON claims)") from None
+    print(json.dumps(claims, indent=2, sort_keys=True, ensure_ascii=False))
     return 0

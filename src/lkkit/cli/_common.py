@@ -1,0 +1,111 @@
+"""What the server commands share: the server URL, a `RoomAdmin` run, errors, output.
+
+A command fails (exit status 1, one line on stderr) when the server refuses, cannot
+be reached, or has no such room or participant; bad input is a usage error (status 2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import enum
+import json
+import os
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import aiohttp
+
+from .._exceptions import ConfigurationError
+
+if TYPE_CHECKING:
+    from .._admin import RoomAdmin
+
+__all__ = [
+    "CommandFailed",
+    "add_output",
+    "add_url",
+    "example",
+    "print_value",
+    "run_admin",
+    "to_json",
+    "url",
+]
+
+_T = TypeVar("_T")
+
+
+class CommandFailed(Exception):
+    """A command could not do its work (the server cannot be reached, say): exit 1."""
+
+
+def example(text: str) -> dict[str, Any]:
+    """`add_parser` keywords for a help that ends with `text` as its example(s)."""
+    return {
+        "epilog": "example:\n" + "\n".join(f"  {line}" for line in text.strip().splitlines()),
+        "formatter_class": argparse.RawDescriptionHelpFormatter,
+    }
+
+
+def add_url(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--url", metavar="URL", help="the server, ws:// or http:// (default: LIVEKIT_URL)"
+    )
+
+
+def url(args: argparse.Namespace) -> str:
+    value: str | None = args.url or os.environ.get("LIVEKIT_URL")
+    if not value:
+        raise ConfigurationError("no server URL: give --url or set LIVEKIT_URL")
+    return value
+
+
+def add_output(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="print JSON lines")
+
+
+def run_admin(args: argparse.Namespace, call: Callable[[RoomAdmin], Awaitable[_T]]) -> _T:
+    """`call(admin)` with a `RoomAdmin` for `--url` and the credentials flags.
+
+    Raises:
+        CommandFailed: the server did not answer (connection refused, timeout).
+    """
+    from .._admin import RoomAdmin
+    from ._token import _credentials
+
+    server = url(args)
+    credentials = _credentials(args)
+
+    async def run() -> _T:
+        async with RoomAdmin(server, credentials) as admin:
+            return await call(admin)
+
+    try:
+        return asyncio.run(run())
+    except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
+        reason = str(exc) or type(exc).__name__
+        raise CommandFailed(f"cannot reach the server at {server}: {reason}") from None
+
+
+def to_json(value: object) -> Any:
+    """`value` (lkkit's dataclasses, enums, mappings) as plain JSON values."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: to_json(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, enum.Enum):
+        return to_json(value.value)
+    if isinstance(value, Mapping):
+        return {str(k): to_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_json(v) for v in value]
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return value
+
+
+def print_value(args: argparse.Namespace, value: object, text: str) -> None:
+    """Print `value` as one JSON line with `--json`, else `text`."""
+    if args.json:
+        print(json.dumps(to_json(value), ensure_ascii=False), flush=True)
+    else:
+        print(text, flush=True)
