@@ -10,6 +10,7 @@ the sandbox, which has no network.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import nox
@@ -100,6 +101,28 @@ def soak(session: nox.Session) -> None:
     session.env["LKKIT_SOAK_SECONDS"] = "300"
     session.env["LKKIT_SOAK_CYCLES"] = "200"
     _in_sandbox(session, "python", "-m", "pytest", "-s", "tests/test_soak.py", *session.posargs)
+
+
+@nox.session
+def fuzz(session: nox.Session) -> None:
+    """The fuzz properties (tests/test_fuzz.py) long: 10,000 examples each (or
+    `LKKIT_FUZZ_EXAMPLES`), then 30 s each under atheris, coverage-guided (the inputs
+    it crashes on go to `.cache/fuzz/`). No server needed."""
+    _install(session)
+    session.install("atheris")
+    session.env["LKKIT_FUZZ_EXAMPLES"] = os.environ.get("LKKIT_FUZZ_EXAMPLES", "10000")
+    session.run("python", "-m", "pytest", "--timeout=0", "tests/test_fuzz.py", *session.posargs)
+    Path(".cache/fuzz").mkdir(parents=True, exist_ok=True)
+    listed = session.run("python", "tests/test_fuzz.py", "--list", silent=True)
+    for name in str(listed).split():
+        session.run(
+            "python",
+            "tests/test_fuzz.py",
+            name,
+            "-max_total_time=30",
+            "-len_control=0",  # long inputs at once: hypothesis draws many choices
+            "-artifact_prefix=.cache/fuzz/",
+        )
 
 
 @nox.session

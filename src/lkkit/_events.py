@@ -573,8 +573,11 @@ def _local(room: rtc.Room) -> LocalParticipant:
 
 
 def _local_subscribed(room: rtc.Room, args: tuple[Any, ...]) -> Event | None:
-    # The SDK passes the track only; its publication has the same sid.
+    # The SDK passes the track only (typed optional: `publication.track`); its
+    # publication has the same sid.
     track = args[0]
+    if track is None:
+        return None
     publication = room.local_participant.track_publications.get(track.sid)
     if publication is None:
         return None

@@ -71,8 +71,10 @@ class WebSocket:
             self._receiving = False
 
     async def _receive(self) -> bytes | str | None:
-        parts: list[bytes] = []
-        kind = _BINARY
+        # A fragmented message grows in one buffer: a list of fragments would hold one
+        # entry per empty fragment, and summing it per fragment took time in n^2.
+        buffer = bytearray()
+        kind: int | None = None  # of the fragmented message being received
         while not self._closed:
             try:
                 fin, opcode, payload = await self._read_frame()
@@ -91,17 +93,20 @@ class WebSocket:
                 return None
             elif opcode in (_TEXT, _BINARY, _CONTINUATION):
                 if opcode != _CONTINUATION:
-                    if parts:
+                    if kind is not None:
                         raise WebSocketError("a new message began inside a fragmented one")
                     kind = opcode
-                elif not parts and not fin:
-                    raise WebSocketError("a continuation frame without a message")
-                parts.append(payload)
-                if sum(map(len, parts)) > _MAX_MESSAGE:
+                elif kind is None:
+                    if not fin:
+                        raise WebSocketError("a continuation frame without a message")
+                    kind = _BINARY
+                if fin and not buffer:  # one frame: no copy
+                    return _message(kind, payload)
+                if len(buffer) + len(payload) > _MAX_MESSAGE:
                     raise WebSocketError("message larger than 16 MiB")
+                buffer += payload
                 if fin:
-                    data = b"".join(parts)
-                    return data.decode() if kind == _TEXT else data
+                    return _message(kind, bytes(buffer))
             else:
                 raise WebSocketError(f"unknown opcode {opcode:#x}")
         return None
@@ -165,6 +170,15 @@ class WebSocket:
         mask = await self._reader.readexactly(4) if second & 0x80 else b""
         payload = await self._reader.readexactly(length)
         return bool(first & 0x80), first & 0x0F, _masked(payload, mask) if mask else payload
+
+
+def _message(kind: int, data: bytes) -> bytes | str:
+    if kind != _TEXT:
+        return data
+    try:
+        return data.decode()
+    except UnicodeDecodeError as exc:
+        raise WebSocketError("a text message that is not UTF-8") from exc
 
 
 def _masked(payload: bytes, mask: bytes) -> bytes:
