@@ -15,8 +15,6 @@ import os
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
-import aiohttp
-
 from .._exceptions import ConfigurationError
 
 if TYPE_CHECKING:
@@ -71,6 +69,8 @@ def run_admin(args: argparse.Namespace, call: Callable[[RoomAdmin], Awaitable[_T
     Raises:
         CommandFailed: the server did not answer (connection refused, timeout).
     """
+    import aiohttp  # with the server API only: `lkkit agent run` must not load it
+
     from .._admin import RoomAdmin
     from ._token import _credentials
 
