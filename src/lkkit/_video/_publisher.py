@@ -42,7 +42,8 @@ logger = logging.getLogger("lkkit")
 
 _UNPUBLISH_TIMEOUT_S = 5.0
 
-_BUFFER_TYPES = {
+BUFFER_TYPES = {
+    # The SDK's buffer type of each format (publishing and received streams).
     VideoFormat.RGBA: proto_video.VideoBufferType.RGBA,
     VideoFormat.BGRA: proto_video.VideoBufferType.BGRA,
     VideoFormat.ARGB: proto_video.VideoBufferType.ARGB,
@@ -109,7 +110,7 @@ class VideoPublisher:
         self._request = proto_ffi.FfiRequest()
         self._request.capture_video_frame.rotation = proto_video.VideoRotation.VIDEO_ROTATION_0
         buffer = self._request.capture_video_frame.buffer
-        buffer.type = _BUFFER_TYPES[fmt]
+        buffer.type = BUFFER_TYPES[fmt]
         buffer.width = width
         buffer.height = height
         self._planes = plane_sizes(fmt, width, height)

@@ -28,6 +28,7 @@ from .._sdk_compat import drop_handle, handle_id, proto_ffi, proto_video
 from .._subscription import OverflowPolicy, Subscription
 from .._types import TrackSource
 from ._formats import UInt8Array, VideoFormat, frame_bytes
+from ._publisher import BUFFER_TYPES
 
 if TYPE_CHECKING:
     from livekit import rtc
@@ -35,16 +36,6 @@ if TYPE_CHECKING:
     from ._session_video import SessionVideo
 
 __all__ = ["VideoFrame", "VideoStream"]
-
-_NATIVE_FORMATS = {
-    VideoFormat.RGBA: proto_video.VideoBufferType.RGBA,
-    VideoFormat.BGRA: proto_video.VideoBufferType.BGRA,
-    VideoFormat.ARGB: proto_video.VideoBufferType.ARGB,
-    VideoFormat.ABGR: proto_video.VideoBufferType.ABGR,
-    VideoFormat.RGB: proto_video.VideoBufferType.RGB24,
-    VideoFormat.I420: proto_video.VideoBufferType.I420,
-    VideoFormat.NV12: proto_video.VideoBufferType.NV12,
-}
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -150,7 +141,7 @@ class VideoStream(Subscription[VideoFrame]):
         new = request.new_video_stream
         new.track_handle = handle_id(track)
         new.type = proto_video.VideoStreamType.VIDEO_STREAM_NATIVE
-        new.format = _NATIVE_FORMATS[self._format]
+        new.format = BUFFER_TYPES[self._format]
         new.normalize_stride = True
         router = stream_router(asyncio.get_running_loop(), "video")
         self._handle = router.open(request, self)
