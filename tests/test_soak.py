@@ -2,7 +2,7 @@
 at a sustained rate lose none and hold their memory flat; connect / leave cycles leak
 no task, thread, native handle, socket or file descriptor.
 
-The default run is short (20 s, 20 cycles); `nox -s soak` runs 5 minutes and 200
+The default run is short (10 s, 20 cycles); `nox -s soak` runs 5 minutes and 200
 cycles (`LKKIT_SOAK_SECONDS`, `LKKIT_SOAK_CYCLES`). Each test prints its figures.
 """
 
@@ -23,7 +23,7 @@ from lkkit.testing import LiveKitRoom
 
 pytestmark = pytest.mark.anyio
 
-SECONDS = float(os.environ.get("LKKIT_SOAK_SECONDS", "20"))
+SECONDS = float(os.environ.get("LKKIT_SOAK_SECONDS", "10"))
 CYCLES = int(os.environ.get("LKKIT_SOAK_CYCLES", "20"))
 PARTICIPANTS = 10
 RATE = 5.0  # messages per second per participant, each to everyone: 450 deliveries/s
