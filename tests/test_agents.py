@@ -280,7 +280,9 @@ async def test_the_job_ends_when_the_user_leaves_and_the_room_closes(
     recorder = Recorder()
     async with worker(livekit_server, recorder) as running, admin(livekit_server) as api:
         name = room_name()
-        await api.create_room(name, departure_timeout=1, empty_timeout=1)
+        # The user has 30 s to join (a loaded machine took over 1 s); the room goes 1 s
+        # after the user leaves.
+        await api.create_room(name, departure_timeout=1, empty_timeout=30)
         await wait_until(lambda: len(recorder.contexts) == 1)
         ctx = recorder.contexts[0]
         token = lkkit.Token(identity="user", grants=lkkit.Grants(room_join=True, room=name)).sign(
