@@ -859,7 +859,12 @@ async def main(server: LocalLiveKitServer, quick: bool) -> None:
         for variant, results in runs.items():
             print(
                 f"  {variant:9}"
-                + "".join(f"  {w}" + (f" [{redone}]" if redone else "") for w, redone in results)
+                + "".join(
+                    f"  {w}"
+                    + (f" width {w.width}" if w.width != size[0] else "")
+                    + (f" [{redone}]" if redone else "")
+                    for w, redone in results
+                )
             )
         calls = await _capture_calls(server, size, 3 * reps)
         print(f"  one capture call ({CAPTURES} back to back), event-loop thread CPU (us):")
