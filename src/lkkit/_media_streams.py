@@ -22,9 +22,11 @@ from ._events import (
     TrackUnpublished,
     TrackUnsubscribed,
 )
+from ._exceptions import ConfigurationError, TrackNotSubscribed
+from ._participants import TrackPublication
 from ._types import TrackSource, track_source_to_sdk
 
-__all__ = ["RemoteStream", "RemoteStreams", "subscribed_track"]
+__all__ = ["RemoteStream", "RemoteStreams", "resolve_remote_track", "subscribed_track"]
 
 
 class RemoteStream(Protocol):
@@ -119,3 +121,31 @@ def subscribed_track(
         if publication.source == source and publication.kind == kind and track is not None:
             return track, publication.sid
     return None
+
+
+def resolve_remote_track(track: TrackPublication | rtc.Track, kind: int) -> tuple[rtc.Track, str]:
+    """The subscribed SDK track of `kind` a stream reads, and its sid, given a remote
+    publication or an SDK remote track.
+
+    Raises:
+        ConfigurationError: a local publication, or a track of another kind.
+        TrackNotSubscribed: the publication's track is not subscribed (yet).
+    """
+    audio = kind == rtc.TrackKind.KIND_AUDIO
+    what, article = ("audio", "an audio") if audio else ("video", "a video")
+    if isinstance(track, TrackPublication):
+        publication = track.sdk
+        if not isinstance(publication, rtc.RemoteTrackPublication):
+            raise ConfigurationError(f"receive {what} from a remote track, not a local one")
+        if publication.kind != kind:
+            raise ConfigurationError(f"track {publication.sid} is not {article} track")
+        if publication.track is None:
+            raise TrackNotSubscribed(
+                f"track {publication.sid} is not subscribed by this session (yet)"
+            )
+        return publication.track, publication.sid
+    if not isinstance(track, rtc.RemoteAudioTrack if audio else rtc.RemoteVideoTrack):
+        raise ConfigurationError(
+            f"receive {what} from a remote {what} track, got {type(track).__name__}"
+        )
+    return track, track.sid

@@ -5,8 +5,8 @@ from __future__ import annotations
 from livekit import rtc
 
 from .._core import SessionCore
-from .._exceptions import AudioFormatError, ConfigurationError, TrackNotSubscribed
-from .._media_streams import RemoteStreams, subscribed_track
+from .._exceptions import AudioFormatError, ConfigurationError
+from .._media_streams import RemoteStreams, resolve_remote_track, subscribed_track
 from .._participants import Participant, TrackPublication
 from .._subscription import OverflowPolicy, check_buffer
 from .._types import TrackSource, track_source_to_sdk
@@ -136,7 +136,7 @@ class SessionAudio:
             if found is not None:
                 stream._bind(*found)
             return stream
-        sdk_track, sid = self._resolve_track(track)
+        sdk_track, sid = resolve_remote_track(track, rtc.TrackKind.KIND_AUDIO)
         identity = next(
             (i for i, p in room.remote_participants.items() if sid in p.track_publications),
             "",
@@ -145,25 +145,6 @@ class SessionAudio:
         self._streams.add(stream)
         stream._bind(sdk_track, sid)
         return stream
-
-    @staticmethod
-    def _resolve_track(track: TrackPublication | rtc.Track) -> tuple[rtc.Track, str]:
-        if isinstance(track, TrackPublication):
-            publication = track.sdk
-            if not isinstance(publication, rtc.RemoteTrackPublication):
-                raise ConfigurationError("receive audio from a remote track, not a local one")
-            if publication.kind != rtc.TrackKind.KIND_AUDIO:
-                raise ConfigurationError(f"track {publication.sid} is not an audio track")
-            if publication.track is None:
-                raise TrackNotSubscribed(
-                    f"track {publication.sid} is not subscribed by this session (yet)"
-                )
-            return publication.track, publication.sid
-        if not isinstance(track, rtc.RemoteAudioTrack):
-            raise ConfigurationError(
-                f"receive audio from a remote audio track, got {type(track).__name__}"
-            )
-        return track, track.sid
 
     def _on_session_closed(self) -> None:
         # The streams end through their registry's own close hook.

@@ -8,8 +8,8 @@ from typing import TypeVar
 from livekit import rtc
 
 from .._core import SessionCore
-from .._exceptions import ConfigurationError, TrackNotSubscribed
-from .._media_streams import RemoteStreams, subscribed_track
+from .._exceptions import ConfigurationError
+from .._media_streams import RemoteStreams, resolve_remote_track, subscribed_track
 from .._participants import Participant, TrackPublication
 from .._subscription import OverflowPolicy, check_buffer
 from .._types import TrackSource, track_source_to_sdk
@@ -173,7 +173,7 @@ class SessionVideo:
             if found is not None:
                 stream._bind(*found)
             return stream
-        sdk_track, sid = _resolve_track(track)
+        sdk_track, sid = resolve_remote_track(track, rtc.TrackKind.KIND_VIDEO)
         identity = next(
             (i for i, p in room.remote_participants.items() if sid in p.track_publications),
             "",
@@ -187,25 +187,6 @@ class SessionVideo:
         # The streams end through their registry's own close hook.
         for publisher in tuple(self._publishers):
             publisher._on_session_closed()
-
-
-def _resolve_track(track: TrackPublication | rtc.Track) -> tuple[rtc.Track, str]:
-    if isinstance(track, TrackPublication):
-        publication = track.sdk
-        if not isinstance(publication, rtc.RemoteTrackPublication):
-            raise ConfigurationError("receive video from a remote track, not a local one")
-        if publication.kind != rtc.TrackKind.KIND_VIDEO:
-            raise ConfigurationError(f"track {publication.sid} is not a video track")
-        if publication.track is None:
-            raise TrackNotSubscribed(
-                f"track {publication.sid} is not subscribed by this session (yet)"
-            )
-        return publication.track, publication.sid
-    if not isinstance(track, rtc.RemoteVideoTrack):
-        raise ConfigurationError(
-            f"receive video from a remote video track, got {type(track).__name__}"
-        )
-    return track, track.sid
 
 
 _E = TypeVar("_E", VideoFormat, VideoCodec, TrackSource)
