@@ -4,6 +4,7 @@ made, and leaves no task behind. Against the real server."""
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from collections.abc import Callable
 from typing import Any
@@ -216,6 +217,25 @@ async def test_shutdown_callbacks_are_bounded(livekit_room: LiveKitRoom) -> None
     assert time.monotonic() - start < 4
     assert cancelled.is_set()
     assert "alice" not in await identities_in(livekit_room)
+
+
+async def test_a_large_message_sent_just_before_leaving_arrives_whole(
+    livekit_room: LiveKitRoom,
+) -> None:
+    # A send returns once its packets are queued for the data channel; leaving then
+    # closed the connection with most of a 100 kB message still queued.
+    alice = await livekit_room.join("alice")
+    payload = random.randbytes(300_000)  # incompressible: the SDK may compress streams
+    async with alice.data.messages("last") as inbox:
+        async with lkkit.connect(livekit_room.url, livekit_room.token("bob")) as bob:
+            await bob.data.send(payload, topic="last")
+            text = "é" * 100_000
+            await bob.data.send(text, topic="last")
+        with anyio.fail_after(10):
+            got = await inbox.__anext__()
+            got_text = await inbox.__anext__()
+    assert got.payload == payload
+    assert got_text.text == text
 
 
 async def test_aclose_can_be_cancelled_and_still_leaves(livekit_room: LiveKitRoom) -> None:

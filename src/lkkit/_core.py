@@ -229,6 +229,14 @@ class SessionCore:
         """Track operations started and not finished (at most one runs at a time)."""
         return self._track_ops_in_flight
 
+    async def drain_outgoing_data(self) -> None:
+        """Wait until the data this session's data channels accepted is on the wire
+        (the caller bounds the wait). Called by the session's leave, before it
+        disconnects."""
+        room = self.room_or_none
+        if room is not None and room.isconnected():
+            await wait_until_data_is_on_the_wire(room)
+
     async def drain_track_ops(self) -> None:
         """Wait until no track operation is in flight (the caller bounds the wait).
         Called by the session's leave once the state is CLOSING: queued operations
@@ -339,3 +347,48 @@ async def _finished(task: asyncio.Task[_Outcome[T]]) -> T:
     if outcome.error is not None:
         raise outcome.error
     return outcome.value  # type: ignore[return-value]
+
+
+# libwebrtc caches its stats for 50 ms: polls closer together see the same numbers.
+_STATS_POLL_S = 0.07
+
+
+async def _publisher_bytes(room: rtc.Room) -> tuple[int, int]:
+    """(bytes the publisher's data channels accepted, bytes its transport sent)."""
+    stats = await room.get_rtc_stats()
+    accepted = wire = 0
+    for entry in stats.publisher_stats:
+        kind = entry.WhichOneof("stats")
+        if kind == "data_channel":
+            accepted += entry.data_channel.dc.bytes_sent
+        elif kind == "transport":
+            wire += entry.transport.transport.bytes_sent
+    return accepted, wire
+
+
+async def wait_until_data_is_on_the_wire(room: rtc.Room) -> None:
+    """Return once the bytes the data channels accepted have left on the transport.
+
+    A send returns when the native layer has handed its packets to the data channel's
+    SCTP queue, and leaving closes the connection with what is still queued: a 2 MB
+    message sent just before leaving lost most of its bytes (the wire carries about
+    2-3 MB/s here). The stats say how far the wire is: wait until the transport has
+    sent at least as many bytes as the data channels accepted (necessary, as the
+    transport carries them and more), then, without media on the transport, until
+    it stops growing (sufficient: nothing is left to send).
+    """
+    try:
+        accepted, wire = await _publisher_bytes(room)
+        if accepted == 0:
+            return
+        carries_media = bool(room.local_participant.track_publications)
+        while True:
+            if wire >= accepted and carries_media:
+                return
+            await anyio.sleep(_STATS_POLL_S)
+            accepted, now = await _publisher_bytes(room)
+            if now >= accepted and now == wire:
+                return
+            wire = now
+    except Exception:  # stats of a connection going away: nothing more to wait for
+        logger.debug("no data channel stats at leave", exc_info=True)

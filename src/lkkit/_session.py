@@ -703,6 +703,10 @@ class Session:
                 # CLOSING, so queued ones fail with NotConnected instead of starting.
                 await core.drain_track_ops()
             with anyio.move_on_after(self._options.disconnect_timeout):
+                # What the data channels accepted must reach the server before the
+                # connection closes, or receivers lose the end of the last messages.
+                await core.drain_outgoing_data()
+            with anyio.move_on_after(self._options.disconnect_timeout):
                 if room_was_connected(room) and room.isconnected():
                     try:
                         await room.disconnect()
