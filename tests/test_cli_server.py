@@ -7,6 +7,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import random
+import re
 import signal
 import subprocess
 import sys
@@ -144,7 +146,7 @@ async def test_room_create_list_update_delete(livekit_room: LiveKitRoom) -> None
         assert gone == Disconnected(reason=lkkit.DisconnectReason.ROOM_DELETED)
     assert await ok("room", "list", name, *flags) == ""
     assert await failure(livekit_room, "room", "delete", name, *flags) == (
-        f"lkkit: error: no room {name!r}\n"
+        f"lkkit: error: not_found: no room {name!r}\n"
     )
 
 
@@ -253,7 +255,7 @@ async def test_send_from_text_file_and_stdin(livekit_room: LiveKitRoom, tmp_path
         (sent,) = json_lines(
             await ok("send", room, "-", "--to", "alice", "--json", *flags, stdin=b"from stdin")
         )
-        assert sent == {"room": room, "topic": "", "bytes": 10, "to": ["alice"]}
+        assert sent == {"room": room, "topic": "", "bytes": 10, "to": ["alice"], "sender": None}
         with anyio.fail_after(WAIT_S):
             a1, a2 = await to_alice.__anext__(), await to_alice.__anext__()
             b1, b2 = await to_bob.__anext__(), await to_bob.__anext__()
@@ -262,9 +264,41 @@ async def test_send_from_text_file_and_stdin(livekit_room: LiveKitRoom, tmp_path
     assert (b1.text, b1.topic) == ("héllo", "chat")
     assert (b2.payload, b2.topic, b2.sender) == (path.read_bytes(), "state", None)
 
-    done = await lkkit_cli("send", room, "--text", "x" * 15_361, *flags)
+    done = await lkkit_cli("send", room, "--text", "x" * 15_361, "--lossy", *flags)
     assert done.returncode == 2
-    assert "at most 15360 bytes" in done.stderr
+    assert "lossy data must fit one packet of 15360 bytes" in done.stderr
+
+
+async def test_send_of_a_large_file_streams_it_with_a_progress_bar(
+    livekit_room: LiveKitRoom, tmp_path: Path
+) -> None:
+    flags = server_flags(livekit_room)
+    room = livekit_room.name
+    alice = await livekit_room.join("alice")
+    path = tmp_path / "large.bin"
+    path.write_bytes(random.randbytes(200_000))
+    async with alice.data.messages() as to_alice:
+        done = await lkkit_cli("send", room, "--file", str(path), "--progress", *flags)
+        assert done.returncode == 0, done
+        assert re.fullmatch(
+            rf"sent 200000 bytes to everyone in {room} as a stream from "
+            r"lkkit-server-[0-9a-f]{8}\n",
+            done.stdout,
+        )
+        bars = done.stderr.rstrip("\n").split("\r")[1:]
+        assert [bar.split("]")[1].split("%")[0].strip() for bar in bars] == [
+            "32",
+            "65",
+            "98",
+            "100",
+        ]
+        assert bars[-1] == "[" + "#" * 30 + "] 100%  195.3 / 195.3 KiB"
+        with anyio.fail_after(WAIT_S):
+            got = await to_alice.__anext__()
+    assert (got.payload, got.kind) == (path.read_bytes(), lkkit.DataKind.BYTE_STREAM)
+    # Without a terminal and without --progress: no bar.
+    done = await lkkit_cli("send", room, "--file", str(path), *flags)
+    assert (done.returncode, done.stderr) == (0, "")
 
 
 # -- listen --------------------------------------------------------------------------------
@@ -386,13 +420,15 @@ async def test_failures_exit_1_with_one_clean_line(livekit_room: LiveKitRoom) ->
     room = livekit_room.name
     await livekit_room.join("alice")
     error = await failure(livekit_room, "participant", "get", room, "ghost", *flags)
-    assert error == f"lkkit: error: no participant 'ghost' in room {room!r}\n"
+    assert error == f"lkkit: error: not_found: no participant 'ghost' in room {room!r}\n"
     error = await failure(
         livekit_room, "participant", "update", "no-such-room-xyz", "a", "--name", "A", *flags
     )
     assert "not_found" in error
     error = await failure(livekit_room, "participant", "mute", room, "ghost", "TR_nope", *flags)
-    assert error == f"lkkit: error: no participant 'ghost' in room {room!r}\n"
+    assert error == f"lkkit: error: not_found: no participant 'ghost' in room {room!r}\n"
+    error = await failure(livekit_room, "room", "delete", f"{room}-missing", *flags)
+    assert error == f"lkkit: error: not_found: no room '{room}-missing'\n"
 
     wrong = "w" * 40
     wrong_flags = [
@@ -413,7 +449,7 @@ async def test_failures_exit_1_with_one_clean_line(livekit_room: LiveKitRoom) ->
 
     unreachable = ["--url", "ws://127.0.0.1:1", *flags[2:]]
     error = await failure(livekit_room, "room", "list", *unreachable)
-    assert error.startswith("lkkit: error: cannot reach the server at ws://127.0.0.1:1")
+    assert error.startswith("lkkit: error: cannot reach the server API at ws://127.0.0.1:1: ")
     error = await failure(livekit_room, "listen", room, *unreachable)
 
     env = {k: v for k, v in os.environ.items() if k != "LIVEKIT_URL"}

@@ -22,7 +22,13 @@ from ._lazy import lazy_exports as _lazy_exports
 from ._version import __version__
 
 if _typing.TYPE_CHECKING:
-    from ._admin import AgentDispatch, ParticipantInfo, RoomAdmin, RoomInfo
+    from ._admin import (
+        AgentDispatch,
+        ParticipantInfo,
+        PublishedTrackInfo,
+        RoomAdmin,
+        RoomInfo,
+    )
     from ._audio import (
         AudioChunk,
         AudioMix,
@@ -136,6 +142,8 @@ if _typing.TYPE_CHECKING:
         RpcUnsupportedServer,
         RpcUnsupportedVersion,
         ServerApiError,
+        ServerApiNotAllowed,
+        ServerApiNotFound,
         ServerBinaryNotFound,
         ServerStartError,
         ServerUnreachable,
@@ -218,6 +226,7 @@ _EXPORTS: dict[str, str] = {
     "WorkerError": "._exceptions",
     "ProtocolError": "._exceptions",
     "ParticipantInfo": "._admin",
+    "PublishedTrackInfo": "._admin",
     "RoomAdmin": "._admin",
     "AgentDispatch": "._admin",
     "RoomAgent": "._tokens",
@@ -316,6 +325,8 @@ _EXPORTS: dict[str, str] = {
     "PublishError": "._exceptions",
     "RemoteCallError": "._exceptions",
     "ServerApiError": "._exceptions",
+    "ServerApiNotAllowed": "._exceptions",
+    "ServerApiNotFound": "._exceptions",
     "ServerBinaryNotFound": "._exceptions",
     "ServerStartError": "._exceptions",
     "ServerUnreachable": "._exceptions",
@@ -462,6 +473,7 @@ __all__ = [
     "ProtocolError",
     "PublishError",
     "PublishNotAllowed",
+    "PublishedTrackInfo",
     "Reconnected",
     "Reconnecting",
     "RemoteCallError",
@@ -486,6 +498,8 @@ __all__ = [
     "RpcUnsupportedVersion",
     "ScreenSharePresets",
     "ServerApiError",
+    "ServerApiNotAllowed",
+    "ServerApiNotFound",
     "ServerBinaryNotFound",
     "ServerStartError",
     "ServerUnreachable",

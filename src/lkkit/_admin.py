@@ -10,18 +10,27 @@ async with lkkit.RoomAdmin(url, credentials) as admin:
 It takes and returns lkkit values ([`RoomInfo`][lkkit.RoomInfo],
 [`ParticipantInfo`][lkkit.ParticipantInfo],
 [`ParticipantPermissions`][lkkit.ParticipantPermissions]), never protobuf messages.
-Bad input is refused with a typed error before any request is sent; errors of the
-server become [`ServerApiError`][lkkit.ServerApiError] (with `status` and `code`).
+Bad input is refused with a typed error before any request is sent. Errors of the
+server become [`ServerApiError`][lkkit.ServerApiError] (with `status` and `code`), or
+its subclasses [`ServerApiNotFound`][lkkit.ServerApiNotFound] (no such room,
+participant, track or dispatch) and [`ServerApiNotAllowed`][lkkit.ServerApiNotAllowed]
+(wrong key or secret); a server that does not answer is
+[`ServerUnreachable`][lkkit.ServerUnreachable], as for a session.
 """
 
 from __future__ import annotations
 
+import asyncio
+import secrets
 import urllib.parse
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from types import MappingProxyType, TracebackType
+from typing import TYPE_CHECKING
 
 import aiohttp
+import anyio
 from livekit import api
 
 from ._chunking import MAX_PACKET_BYTES
@@ -30,17 +39,28 @@ from ._exceptions import (
     ConfigurationError,
     DataTooLarge,
     InvalidDataArgument,
+    ServerApiError,
+    ServerApiNotFound,
+    ServerUnreachable,
     map_sdk_exceptions,
 )
 from ._participants import ParticipantPermissions
-from ._tokens import Credentials, RoomAgent
+from ._tokens import Credentials, Grants, RoomAgent, Token
 from ._types import (
     ParticipantKind,
+    TrackKind,
+    TrackSource,
     track_source_from_sdk,
     track_source_to_sdk,
 )
 
-__all__ = ["AgentDispatch", "ParticipantInfo", "RoomAdmin", "RoomInfo"]
+if TYPE_CHECKING:
+    from ._session import Session
+
+__all__ = ["AgentDispatch", "ParticipantInfo", "PublishedTrackInfo", "RoomAdmin", "RoomInfo"]
+
+# The bytes one write of a large server message carries (and one progress step).
+_STREAM_WRITE_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +98,29 @@ class RoomInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class PublishedTrackInfo:
+    """A track a participant publishes, as the server API describes it."""
+
+    sid: str
+    name: str
+    kind: TrackKind
+    source: TrackSource
+    muted: bool
+
+    @classmethod
+    def _from_api(cls, track: api.TrackInfo) -> PublishedTrackInfo:
+        kind_name = api.TrackType.Name(track.type).lower()
+        known = {k.value for k in TrackKind}
+        return cls(
+            sid=track.sid,
+            name=track.name,
+            kind=TrackKind(kind_name) if kind_name in known else TrackKind.UNKNOWN,
+            source=track_source_from_sdk(int(track.source)),
+            muted=track.muted,
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class ParticipantInfo:
     """A participant as the server API describes it (a value, not a live view)."""
 
@@ -90,6 +133,8 @@ class ParticipantInfo:
     permissions: ParticipantPermissions
     joined_at: int
     """Unix time (seconds) when the participant joined."""
+    tracks: tuple[PublishedTrackInfo, ...] = ()
+    """The tracks the participant publishes."""
 
     @classmethod
     def _from_api(cls, info: api.ParticipantInfo) -> ParticipantInfo:
@@ -114,6 +159,7 @@ class ParticipantInfo:
                 hidden=permission.hidden,
             ),
             joined_at=info.joined_at,
+            tracks=tuple(PublishedTrackInfo._from_api(t) for t in info.tracks),
         )
 
 
@@ -125,6 +171,15 @@ def _http_url(url: str) -> str:
             f"server URL must look like http(s)://host or ws(s)://host: {url!r}"
         )
     return parsed._replace(scheme=schemes[parsed.scheme]).geturl()
+
+
+def _ws_url(http_url: str) -> str:
+    parsed = urllib.parse.urlparse(http_url)
+    return parsed._replace(scheme="wss" if parsed.scheme == "https" else "ws").geturl()
+
+
+def _not_found(what: str) -> ServerApiNotFound:
+    return ServerApiNotFound(f"not_found: {what}", status=404, code="not_found")
 
 
 def _name(value: str, what: str) -> str:
@@ -161,6 +216,10 @@ class AgentDispatch:
 class RoomAdmin:
     """The server API's room service, typed: `async with RoomAdmin(url, credentials)`.
 
+    Every call may also raise `ServerApiNotAllowed` (a wrong key or secret),
+    `ServerUnreachable` (nothing answers at the URL within `timeout`) and
+    `ServerApiError` (any other refusal of the server).
+
     Args:
         url: the server's URL (`ws(s)://` or `http(s)://`; the API is HTTP).
         credentials: API key and secret; each request carries a short token with just
@@ -175,6 +234,7 @@ class RoomAdmin:
         if not timeout > 0:
             raise ConfigurationError(f"timeout must be > 0, got {timeout}")
         self._url = _http_url(url)
+        self._given_url = url
         self._credentials = credentials
         self._timeout = timeout
         self._api: api.LiveKitAPI | None = None
@@ -207,6 +267,32 @@ class RoomAdmin:
                 failover=False,
             )
         return self._api
+
+    @contextmanager
+    def _answering(self, missing: str = "") -> Iterator[None]:
+        """Map the SDK's errors, and a server that does not answer, to lkkit's;
+        `missing` says what was not found (the server's own words are vaguer)."""
+        try:
+            # The SDK passes `timeout=None` to each aiohttp request, which turns off
+            # the session's timeout: the deadline is kept here instead.
+            with anyio.fail_after(self._timeout), map_sdk_exceptions():
+                yield
+        except ServerApiNotFound as exc:
+            if not missing:
+                raise
+            raise _not_found(missing) from exc
+        except (aiohttp.ClientConnectionError, asyncio.TimeoutError, TimeoutError) as exc:
+            reason = str(exc) or f"no answer within {self._timeout:g} s"
+            raise ServerUnreachable(
+                f"cannot reach the server API at {self._given_url}: {reason}"
+            ) from exc
+
+    async def _room_found(self, room: str, error: ServerApiError) -> ServerApiError:
+        """`error`, or `ServerApiNotFound` when `room` is not there: the server answers
+        some room-scoped calls for a missing room with a 503 after 3 s, not a 404."""
+        if error.status == 503 and not await self.list_rooms([room]):
+            return _not_found(f"no room {room!r}")
+        return error
 
     # -- rooms ---------------------------------------------------------------------------
 
@@ -246,34 +332,43 @@ class RoomAdmin:
                 if value < 0:
                     raise ConfigurationError(f"{field} must be >= 0, got {value}")
                 setattr(request, field, value)
-        with map_sdk_exceptions():
+        with self._answering():
             return RoomInfo._from_api(await self._client().room.create_room(request))
 
     async def list_rooms(self, names: Sequence[str] = ()) -> tuple[RoomInfo, ...]:
         """The rooms open on the server (only those in `names` when given)."""
         request = api.ListRoomsRequest(names=[_name(n, "room name") for n in names])
-        with map_sdk_exceptions():
+        with self._answering():
             response = await self._client().room.list_rooms(request)
         return tuple(RoomInfo._from_api(r) for r in response.rooms)
 
     async def delete_room(self, name: str) -> None:
-        """Delete a room; everyone in it is disconnected (`DisconnectReason.ROOM_DELETED`)."""
+        """Delete a room; everyone in it is disconnected (`DisconnectReason.ROOM_DELETED`).
+
+        Raises:
+            ServerApiNotFound: no such room.
+        """
         request = api.DeleteRoomRequest(room=_name(name, "room name"))
-        with map_sdk_exceptions():
+        with self._answering(f"no room {name!r}"):
             await self._client().room.delete_room(request)
 
     async def update_room_metadata(self, room: str, metadata: str) -> RoomInfo:
-        """Set a room's metadata; participants get `RoomMetadataChanged`."""
+        """Set a room's metadata; participants get `RoomMetadataChanged`.
+
+        Raises:
+            ServerApiNotFound: no such room.
+        """
         request = api.UpdateRoomMetadataRequest(room=_name(room, "room name"), metadata=metadata)
-        with map_sdk_exceptions():
+        with self._answering(f"no room {room!r}"):
             return RoomInfo._from_api(await self._client().room.update_room_metadata(request))
 
     # -- participants --------------------------------------------------------------------
 
     async def list_participants(self, room: str) -> tuple[ParticipantInfo, ...]:
-        """The participants of a room."""
+        """The participants of a room (hidden ones included); none for a room that
+        does not exist (the server does not tell the two apart)."""
         request = api.ListParticipantsRequest(room=_name(room, "room name"))
-        with map_sdk_exceptions():
+        with self._answering():
             response = await self._client().room.list_participants(request)
         return tuple(ParticipantInfo._from_api(p) for p in response.participants)
 
@@ -295,7 +390,7 @@ class RoomAdmin:
 
         Raises:
             ConfigurationError: nothing to change, or an empty metadata/name.
-            ServerApiError: the server refused (no such participant: `code` "not_found").
+            ServerApiNotFound: no such room or participant.
         """
         if metadata is None and name is None and attributes is None and permissions is None:
             raise ConfigurationError("update_participant needs something to change")
@@ -312,30 +407,58 @@ class RoomAdmin:
             request.attributes.update(dict(attributes))
         if permissions is not None:
             request.permission.CopyFrom(_permission_to_api(permissions))
-        with map_sdk_exceptions():
+        with self._answering(f"no participant {identity!r} in room {room!r}"):
             info = await self._client().room.update_participant(request)
         return ParticipantInfo._from_api(info)
 
     async def remove_participant(self, room: str, identity: str) -> None:
-        """Disconnect a participant (`DisconnectReason.PARTICIPANT_REMOVED`)."""
+        """Disconnect a participant (`DisconnectReason.PARTICIPANT_REMOVED`).
+
+        Raises:
+            ServerApiNotFound: no such room or participant.
+        """
         request = api.RoomParticipantIdentity(
             room=_name(room, "room name"), identity=_name(identity, "identity")
         )
-        with map_sdk_exceptions():
+        with self._answering(f"no participant {identity!r} in room {room!r}"):
             await self._client().room.remove_participant(request)
+
+    async def get_participant(self, room: str, identity: str) -> ParticipantInfo:
+        """One participant of a room, with the tracks it publishes.
+
+        Raises:
+            ServerApiNotFound: no such room or participant.
+        """
+        request = api.RoomParticipantIdentity(
+            room=_name(room, "room name"), identity=_name(identity, "identity")
+        )
+        with self._answering(f"no participant {identity!r} in room {room!r}"):
+            return ParticipantInfo._from_api(await self._client().room.get_participant(request))
 
     async def mute_published_track(
         self, room: str, identity: str, track_sid: str, *, muted: bool = True
-    ) -> None:
-        """Mute (or unmute) a participant's published track."""
+    ) -> PublishedTrackInfo:
+        """Mute (or unmute) a participant's published track; the track as it is now.
+
+        The participant's other sessions and everyone subscribed see `TrackMuted` (or
+        `TrackUnmuted`).
+
+        Raises:
+            ServerApiNotFound: no such room, participant, or track of that participant
+                (the participant is looked up first: for a missing one the server
+                answers only after 3 s, with a bare "unavailable").
+        """
+        track_sid = _name(track_sid, "track sid")
+        await self.get_participant(room, identity)
         request = api.MuteRoomTrackRequest(
-            room=_name(room, "room name"),
-            identity=_name(identity, "identity"),
-            track_sid=_name(track_sid, "track sid"),
-            muted=muted,
+            room=room, identity=identity, track_sid=track_sid, muted=muted
         )
-        with map_sdk_exceptions():
-            await self._client().room.mute_published_track(request)
+        with self._answering():
+            response = await self._client().room.mute_published_track(request)
+        if response.track.sid != track_sid:
+            # The server answers an unknown track with an empty one, and no error.
+            raise _not_found(f"{identity!r} publishes no track {track_sid!r} in room {room!r}")
+        return PublishedTrackInfo._from_api(response.track)
 
     # -- data ----------------------------------------------------------------------------
 
@@ -347,38 +470,118 @@ class RoomAdmin:
         topic: str = "",
         reliable: bool = True,
         to: Iterable[str] | None = None,
-    ) -> None:
-        """Send one data packet from the server to everyone in the room, or to the
-        identities in `to`: the same arguments, checks and errors as
-        [`session.data.send`][lkkit.DataChannel.send]. Receivers get a message whose
-        `sender` is `None`.
+        on_progress: Callable[[int, int], object] | None = None,
+    ) -> str | None:
+        """Send a message from the server to everyone in the room, or to the identities
+        in `to`: the same arguments, checks and errors as
+        [`session.data.send`][lkkit.DataChannel.send], and the same wire.
+
+        A payload of at most 15,360 bytes goes as one packet through the server API:
+        receivers get a message whose `sender` is `None`. A larger reliable one goes
+        as a LiveKit native stream (text for a `str`, bytes otherwise), which every
+        LiveKit SDK receives whole; the server API cannot send streams, so a hidden
+        participant joins the room for it (identity `lkkit-server-` and 8 hex
+        digits, publishing data only) and leaves once the stream is on the wire.
+        Hidden participants are never announced, so receivers see `sender` `None`
+        here too.
+
+        Args:
+            on_progress: for a stream, called as `on_progress(bytes_sent, total)`
+                after each 64 KiB left.
+
+        Returns:
+            The hidden sender's identity for a stream; `None` for a single packet.
 
         Raises:
-            DataTooLarge: `payload` is over 15 KiB (15,360 bytes), the packet size
-                lkkit keeps to (the server sends it as one data-channel message).
-            InvalidDataArgument: a wrong payload, topic or `to` type or value (an
+            DataTooLarge: a lossy payload over 15,360 bytes (one packet).
+            InvalidDataArgument: a wrong payload, topic, `to` or `on_progress` (an
                 empty `to` is refused: LiveKit would send to everyone).
+            ServerApiNotFound: the room does not exist.
             ServerApiError: the server refused.
+            NotConnected, StreamError: the stream's session failed.
         """
         data = payload_bytes(payload)
         topic = check_topic(topic)
         if not isinstance(reliable, bool):
             raise InvalidDataArgument(f"reliable must be a bool, got {reliable!r}")
+        if on_progress is not None and not callable(on_progress):
+            raise InvalidDataArgument("on_progress must be callable")
         identities = destinations(to)
+        room = _name(room, "room name")
         if len(data) > MAX_PACKET_BYTES:
-            raise DataTooLarge(
-                f"server data packets must be at most {MAX_PACKET_BYTES} bytes, got {len(data)}"
-            )
+            if not reliable:
+                raise DataTooLarge(
+                    f"lossy data must fit one packet of {MAX_PACKET_BYTES} bytes, got {len(data)}"
+                )
+            return await self._send_stream(room, payload, data, topic, identities, on_progress)
         kind = api.DataPacket.Kind.RELIABLE if reliable else api.DataPacket.Kind.LOSSY
         request = api.SendDataRequest(
-            room=_name(room, "room name"),
-            data=data,
-            kind=kind,
-            topic=topic,
-            destination_identities=list(identities or ()),
+            room=room, data=data, kind=kind, topic=topic, destination_identities=identities or ()
         )
-        with map_sdk_exceptions():
-            await self._client().room.send_data(request)
+        try:
+            with self._answering():
+                await self._client().room.send_data(request)
+        except ServerApiError as exc:
+            raise await self._room_found(room, exc) from exc
+        return None
+
+    async def _send_stream(
+        self,
+        room: str,
+        payload: bytes | bytearray | memoryview | str,
+        data: bytes,
+        topic: str,
+        identities: tuple[str, ...] | None,
+        on_progress: Callable[[int, int], object] | None,
+    ) -> str:
+        # Joining would create a missing room: look first, as a packet send would fail.
+        if not await self.list_rooms([room]):
+            raise _not_found(f"no room {room!r}")
+        sent = 0
+        identity = f"lkkit-server-{secrets.token_hex(4)}"
+        async with self._data_sender(room, identity) as session:
+            if isinstance(payload, str):
+                # Whole characters per write: a UTF-8 character is at most 4 bytes.
+                text = await session.data.open_text_stream(
+                    topic=topic, to=identities, total_size=len(data)
+                )
+                async with text:
+                    step = _STREAM_WRITE_BYTES // 4
+                    for start in range(0, len(payload), step):
+                        piece = payload[start : start + step]
+                        await text.write(piece)
+                        sent += len(piece.encode())
+                        if on_progress is not None:
+                            on_progress(sent, len(data))
+            else:
+                binary = await session.data.open_byte_stream(
+                    topic=topic, to=identities, total_size=len(data)
+                )
+                async with binary:
+                    for start in range(0, len(data), _STREAM_WRITE_BYTES):
+                        chunk = data[start : start + _STREAM_WRITE_BYTES]
+                        await binary.write(chunk)
+                        sent += len(chunk)
+                        if on_progress is not None:
+                            on_progress(sent, len(data))
+        return identity
+
+    @asynccontextmanager
+    async def _data_sender(self, room: str, identity: str) -> AsyncIterator[Session]:
+        """A hidden session in `room` that may publish data and nothing else."""
+        from ._session import connect
+
+        grants = Grants(
+            room_join=True,
+            room=room,
+            hidden=True,
+            can_publish=False,
+            can_subscribe=False,
+            can_publish_data=True,
+        )
+        token = Token(identity=identity, grants=grants).sign(self._credentials)
+        async with connect(_ws_url(self._url), token) as session:
+            yield session
 
     # -- agent dispatches ----------------------------------------------------------------
 
@@ -396,14 +599,22 @@ class RoomAdmin:
         request = api.CreateAgentDispatchRequest(
             room=_name(room, "room name"), agent_name=agent.agent_name, metadata=metadata
         )
-        with map_sdk_exceptions():
+        with self._answering():
             dispatch = await self._client().agent_dispatch.create_dispatch(request)
         return AgentDispatch._from_api(dispatch)
 
     async def list_dispatches(self, room: str) -> tuple[AgentDispatch, ...]:
-        """The explicit agent dispatches of `room`."""
-        with map_sdk_exceptions():
-            dispatches = await self._client().agent_dispatch.list_dispatch(_name(room, "room name"))
+        """The explicit agent dispatches of `room`.
+
+        Raises:
+            ServerApiNotFound: the room does not exist.
+        """
+        room = _name(room, "room name")
+        try:
+            with self._answering():
+                dispatches = await self._client().agent_dispatch.list_dispatch(room)
+        except ServerApiError as exc:
+            raise await self._room_found(room, exc) from exc
         return tuple(AgentDispatch._from_api(d) for d in dispatches)
 
     async def delete_dispatch(self, room: str, dispatch_id: str) -> None:
@@ -411,9 +622,9 @@ class RoomAdmin:
 
         Raises:
             ConfigurationError: an empty room or dispatch id.
-            ServerApiError: the server refused (no such dispatch, say).
+            ServerApiNotFound: no such dispatch in that room.
         """
-        with map_sdk_exceptions():
+        with self._answering(f"no dispatch {dispatch_id!r} in room {room!r}"):
             await self._client().agent_dispatch.delete_dispatch(
                 _name(dispatch_id, "dispatch id"), _name(room, "room name")
             )

@@ -48,6 +48,8 @@ LkkitError
 │   ├── TrackNotPublished                    control of a track no longer published
 │   └── TrackNotSubscribed                   media asked of a track not received
 ├── ServerApiError                           the server API answered with an error
+│   ├── ServerApiNotFound (LookupError)      no such room, participant, track or dispatch
+│   └── ServerApiNotAllowed (PermissionError)  wrong API key or secret, grants lacking
 ├── StreamError (ConnectionError)            a native data stream failed
 ├── WorkerError (RuntimeError)               an agent worker could not start
 ├── ProtocolError (ValueError)               the server sent no agent protocol message
@@ -109,6 +111,8 @@ __all__ = [
     "RpcUnsupportedServer",
     "RpcUnsupportedVersion",
     "ServerApiError",
+    "ServerApiNotAllowed",
+    "ServerApiNotFound",
     "ServerBinaryNotFound",
     "ServerStartError",
     "ServerUnreachable",
@@ -182,7 +186,9 @@ class ConnectError(LkkitError, ConnectionError):
 
 
 class ServerUnreachable(ConnectError):
-    """Raised when nothing answers at the server URL (refused, bad host, bad scheme)."""
+    """Raised when nothing answers at the server URL (refused, bad host, bad scheme):
+    on joining a room, and on a server API call (`RoomAdmin`), where a server that does
+    not answer within the request timeout counts as unreachable too."""
 
 
 class ConnectionRejected(ConnectError, PermissionError):
@@ -491,6 +497,16 @@ class ServerApiError(LkkitError):
         self.code = code
 
 
+class ServerApiNotFound(ServerApiError, LookupError):
+    """Raised when the room, participant, track or agent dispatch a server API call
+    names does not exist."""
+
+
+class ServerApiNotAllowed(ServerApiError, PermissionError):
+    """Raised when the server refuses the call's credentials: a wrong API key or
+    secret, or a key without the grants the call needs (HTTP 401 or 403)."""
+
+
 class StreamError(LkkitError, ConnectionError):
     """Raised when a native LiveKit data stream fails or is cut short."""
 
@@ -611,6 +627,22 @@ def participant_update_error(message: str) -> ParticipantUpdateError:
     return ParticipantUpdateError(f"the server refused the update: {message}", reason=reason)
 
 
+def server_api_error(status: int | None, code: str | None, message: str) -> ServerApiError:
+    """The typed error for a server API answer (HTTP `status`, Twirp `code`)."""
+    if status in (401, 403) or code in ("unauthenticated", "permission_denied"):
+        # The server's own text for these is empty or vague ("unknown: ").
+        return ServerApiNotAllowed(
+            f"the server refused the credentials (HTTP {status}): check the API key and "
+            "secret, and that the key has the grants this call needs",
+            status=status,
+            code=code,
+        )
+    text = f"{code}: {message}"
+    if status == 404 or code == "not_found":
+        return ServerApiNotFound(text, status=status, code=code)
+    return ServerApiError(text, status=status, code=code)
+
+
 def translate(exc: BaseException) -> LkkitError | None:
     """The lkkit exception for an SDK exception, or `None` when it is not the SDK's."""
     from livekit import api, rtc
@@ -623,7 +655,7 @@ def translate(exc: BaseException) -> LkkitError | None:
     if isinstance(exc, rtc.RpcError):
         return RemoteCallError.from_code(int(exc.code), exc.message, exc.data)
     if isinstance(exc, api.ServerError):
-        return ServerApiError(f"{exc.code}: {exc.message}", status=exc.status, code=exc.code)
+        return server_api_error(exc.status, exc.code, exc.message)
     for sdk_type, lkkit_type in sdk_exception_map().items():
         if isinstance(exc, sdk_type):
             message = getattr(exc, "message", None) or str(exc) or sdk_type.__name__

@@ -25,7 +25,13 @@ import sys
 import warnings
 from typing import TYPE_CHECKING
 
-from .._exceptions import ConnectError, LkkitError, ServerApiError
+from .._exceptions import (
+    ConnectError,
+    LkkitError,
+    NotConnected,
+    ServerApiError,
+    StreamError,
+)
 from . import _agent, _data, _listen, _room, _server, _token
 from ._common import CommandFailed
 
@@ -72,17 +78,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     for message in dict.fromkeys(str(warning.message) for warning in caught):
         print(f"{_PROG}: warning: {message}", file=sys.stderr)
     if error is not None:
-        print(f"{_PROG}: error: {_describe(error)}", file=sys.stderr)
-        return 1 if isinstance(error, (CommandFailed, ServerApiError, ConnectError)) else 2
+        print(f"{_PROG}: error: {error}", file=sys.stderr)
+        return 1 if isinstance(error, _FAILURES) else 2
     return status
 
 
-def _describe(error: Exception) -> str:
-    """The one line to print for `error`."""
-    if isinstance(error, ServerApiError) and error.status in (401, 403):
-        # The server's own text for these is empty or vague ("unknown: ").
-        return (
-            f"the server refused the credentials (HTTP {error.status}): check the API "
-            "key and secret, and that the key has the grants this needs"
-        )
-    return str(error)
+# Failures of the server or the network (exit 1); other lkkit errors are bad input (2).
+_FAILURES = (CommandFailed, ServerApiError, ConnectError, NotConnected, StreamError)

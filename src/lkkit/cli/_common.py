@@ -64,13 +64,8 @@ def add_output(parser: argparse.ArgumentParser) -> None:
 
 
 def run_admin(args: argparse.Namespace, call: Callable[[RoomAdmin], Awaitable[_T]]) -> _T:
-    """`call(admin)` with a `RoomAdmin` for `--url` and the credentials flags.
-
-    Raises:
-        CommandFailed: the server did not answer (connection refused, timeout).
-    """
-    import aiohttp  # with the server API only: `lkkit agent run` must not load it
-
+    """`call(admin)` with a `RoomAdmin` for `--url` and the credentials flags."""
+    # Imported here: `lkkit agent run` must not load aiohttp (the server API's).
     from .._admin import RoomAdmin
     from ._token import _credentials
 
@@ -81,11 +76,7 @@ def run_admin(args: argparse.Namespace, call: Callable[[RoomAdmin], Awaitable[_T
         async with RoomAdmin(server, credentials) as admin:
             return await call(admin)
 
-    try:
-        return asyncio.run(run())
-    except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
-        reason = str(exc) or type(exc).__name__
-        raise CommandFailed(f"cannot reach the server at {server}: {reason}") from None
+    return asyncio.run(run())
 
 
 def to_json(value: object) -> Any:

@@ -9,7 +9,7 @@ import dataclasses
 from typing import TYPE_CHECKING
 
 from .._exceptions import ConfigurationError
-from ._common import CommandFailed, add_output, add_url, example, print_value, run_admin
+from ._common import add_output, add_url, example, print_value, run_admin
 from ._token import _add_credentials, _attribute
 
 if TYPE_CHECKING:
@@ -240,13 +240,7 @@ def _room_create(args: argparse.Namespace) -> int:
 
 
 def _room_delete(args: argparse.Namespace) -> int:
-    async def delete(admin: RoomAdmin) -> None:
-        # The server answers a delete of a missing room with success: say so instead.
-        if not await admin.list_rooms([args.name]):
-            raise CommandFailed(f"no room {args.name!r}")
-        await admin.delete_room(args.name)
-
-    run_admin(args, delete)
+    run_admin(args, lambda admin: admin.delete_room(args.name))
     print_value(args, {"deleted": args.name}, f"deleted room {args.name}")
     return 0
 
@@ -260,13 +254,6 @@ def _room_update(args: argparse.Namespace) -> int:
 # -- participants ------------------------------------------------------------------------
 
 
-async def _find(admin: RoomAdmin, room: str, identity: str) -> ParticipantInfo:
-    for participant in await admin.list_participants(room):
-        if participant.identity == identity:
-            return participant
-    raise CommandFailed(f"no participant {identity!r} in room {room!r}")
-
-
 def _participant_list(args: argparse.Namespace) -> int:
     participants = run_admin(args, lambda admin: admin.list_participants(args.room))
     for participant in participants:
@@ -275,8 +262,12 @@ def _participant_list(args: argparse.Namespace) -> int:
 
 
 def _participant_get(args: argparse.Namespace) -> int:
-    participant = run_admin(args, lambda admin: _find(admin, args.room, args.identity))
-    print_value(args, participant, _participant_text(participant))
+    participant = run_admin(args, lambda admin: admin.get_participant(args.room, args.identity))
+    tracks = "".join(
+        f"\n  track {t.sid}\t{t.kind.value}\t{t.source.value}\tname={t.name!r}\tmuted={t.muted}"
+        for t in participant.tracks
+    )
+    print_value(args, participant, _participant_text(participant) + tracks)
     return 0
 
 
@@ -326,7 +317,7 @@ def _participant_update(args: argparse.Namespace) -> int:
     async def update(admin: RoomAdmin) -> ParticipantInfo:
         permissions = None
         if change_permissions:
-            current = await _find(admin, args.room, args.identity)
+            current = await admin.get_participant(args.room, args.identity)
             permissions = _permissions(args, current.permissions)
         return await admin.update_participant(
             args.room,
@@ -345,13 +336,12 @@ def _participant_update(args: argparse.Namespace) -> int:
 def _participant_mute(args: argparse.Namespace) -> int:
     muted = not args.unmute
 
-    async def mute(admin: RoomAdmin) -> None:
-        # The server times out on a missing participant ("no response from servers")
-        # and accepts a missing track: name the first plainly.
-        await _find(admin, args.room, args.identity)
-        await admin.mute_published_track(args.room, args.identity, args.track_sid, muted=muted)
-
-    run_admin(args, mute)
+    run_admin(
+        args,
+        lambda admin: admin.mute_published_track(
+            args.room, args.identity, args.track_sid, muted=muted
+        ),
+    )
     word = "muted" if muted else "unmuted"
     print_value(
         args,
