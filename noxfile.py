@@ -129,7 +129,7 @@ def fuzz(session: nox.Session) -> None:
 def demo(session: nox.Session) -> None:
     """Start a local server; two sessions join a room, one sends a message, both leave."""
     _install(session)
-    _in_sandbox(session, "python", "examples/demo.py")
+    _in_sandbox(session, "python", "-m", "lkkit", "demo")
 
 
 # The agents benchmark's baseline: livekit-agents pins an older `livekit`, so it gets a

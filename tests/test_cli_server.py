@@ -412,6 +412,67 @@ async def test_server_prints_its_url_and_keys_and_stops_on_ctrl_c() -> None:
             assert await process.wait() == 0
 
 
+async def test_server_runs_a_command_beside_it_and_exits_with_its_status() -> None:
+    script = (
+        "import os, sys; "
+        "print('seen', os.environ['LIVEKIT_URL'], os.environ['LIVEKIT_API_KEY']); "
+        "sys.exit(3)"
+    )
+    done = await lkkit_cli("server", "--", sys.executable, "-c", script)
+    assert done.returncode == 3, done
+    settings = dict(line.split("=", 1) for line in done.stdout.splitlines()[:3])
+    assert done.stdout.splitlines()[3] == (
+        f"seen {settings['LIVEKIT_URL']} {settings['LIVEKIT_API_KEY']}"
+    )
+    # The server stopped with the command.
+    port = int(settings["LIVEKIT_URL"].rsplit(":", 1)[1])
+    with pytest.raises(OSError, match="connect"):
+        await anyio.connect_tcp("127.0.0.1", port)
+    done = await lkkit_cli("server", "--", "/no/such/program")
+    assert (done.returncode, done.stderr.splitlines()[-1]) == (
+        1,
+        "lkkit: error: cannot run '/no/such/program': No such file or directory",
+    )
+
+
+def outside_the_sandbox(*argv: str) -> list[str]:
+    """`argv` in a fresh network namespace (no address libwebrtc could use), as on a
+    machine where media could leave loopback, and not marked as lkkit's sandbox."""
+    env = {k: v for k, v in os.environ.items() if k != "LKKIT_SANDBOX"}
+    env_args = [f"{k}={v}" for k, v in env.items()]
+    return ["unshare", "--net", "env", "-i", *env_args, *argv]
+
+
+async def test_server_and_demo_enter_the_loopback_sandbox_where_it_is_needed() -> None:
+    lkkit_argv = [sys.executable, "-m", "lkkit"]
+    done = await anyio.run_process(
+        outside_the_sandbox(*lkkit_argv, "server", "--", *lkkit_argv, "room", "list"),
+        check=False,
+    )
+    stderr = done.stderr.decode()
+    assert done.returncode == 0, stderr
+    assert stderr.startswith(
+        "lkkit: no interface here carries an address libwebrtc can use (it ignores the "
+        "loopback interface); running inside lkkit's loopback sandbox\n"
+    )
+    # Without a command, a server in the sandbox would serve nobody: refused.
+    done = await anyio.run_process(outside_the_sandbox(*lkkit_argv, "server"), check=False)
+    assert done.returncode == 1
+    assert "`lkkit server -- COMMAND ...`" in done.stderr.decode()
+    with anyio.fail_after(60):
+        done = await anyio.run_process(outside_the_sandbox(*lkkit_argv, "demo"), check=False)
+    assert done.returncode == 0, done.stderr.decode()
+    out = done.stdout.decode()
+    for line in (
+        "alice:   saw bob joined",
+        "bob:     got 'hello from alice' on 'chat' from alice",
+        "bob:     got 1,048,576 bytes (byte_stream), intact: True",
+        "alice:   saw bob left (client_initiated)",
+        "alice:   left (client_initiated)",
+    ):
+        assert line in out.splitlines(), out
+
+
 # -- failures ------------------------------------------------------------------------------
 
 
@@ -475,6 +536,7 @@ async def test_every_command_has_an_example_in_its_help() -> None:
         ("listen",),
         ("token", "decode"),
         ("server",),
+        ("demo",),
     ):
         help_text = await ok(*command, "--help")
         assert f"example:\n  lkkit {' '.join(command)}" in help_text, command

@@ -10,7 +10,8 @@ lkkit room list --url ws://localhost:7880
 lkkit participant remove my-room alice
 lkkit send my-room --text hello --topic chat
 lkkit listen my-room --json
-lkkit server
+lkkit server -- python my_agent.py
+lkkit demo
 ```
 
 `python -m lkkit.cli ...` runs the same. Errors go to stderr as one line: a usage
@@ -32,7 +33,7 @@ from .._exceptions import (
     ServerApiError,
     StreamError,
 )
-from . import _agent, _data, _listen, _room, _server, _token
+from . import _agent, _data, _demo, _listen, _room, _server, _token
 from ._common import CommandFailed
 
 if TYPE_CHECKING:
@@ -54,6 +55,7 @@ def _parser() -> argparse.ArgumentParser:
     _listen.register(commands)
     _server.register(commands)
     _agent.register(commands)
+    _demo.register(commands)
     return parser
 
 
@@ -66,6 +68,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     secret, say) print to stderr once each.
     """
     args = _parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     handler: Callable[[argparse.Namespace], int] = args.handler
     error: Exception | None = None
     status = 0

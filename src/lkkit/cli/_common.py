@@ -79,6 +79,36 @@ def run_admin(args: argparse.Namespace, call: Callable[[RoomAdmin], Awaitable[_T
     return asyncio.run(run())
 
 
+def rerun_in_sandbox_if_needed(args: argparse.Namespace) -> int | None:
+    """Where WebRTC media could leave 127.0.0.0/8, rerun this command line inside
+    lkkit's loopback sandbox and return its exit status; `None` where it can run here.
+
+    Raises:
+        CommandFailed: it is needed and this already is the sandbox, or the sandbox
+            cannot be made (no `unshare`, no user namespaces).
+    """
+    import subprocess
+    import sys
+
+    from .._exceptions import LocalServerError
+    from ..testing._sandbox import check_loopback_only, inside_sandbox, run_in_sandbox
+
+    try:
+        check_loopback_only()
+    except LocalServerError as exc:
+        if inside_sandbox():
+            raise CommandFailed(str(exc)) from None
+        reason = str(exc).split(":", 1)[0]
+        print(
+            f"lkkit: {reason}; running inside lkkit's loopback sandbox", file=sys.stderr, flush=True
+        )
+        try:
+            return run_in_sandbox([sys.executable, "-m", "lkkit", *args.argv])
+        except (LocalServerError, OSError, subprocess.SubprocessError) as error:
+            raise CommandFailed(f"cannot make the loopback sandbox: {error}") from None
+    return None
+
+
 def to_json(value: object) -> Any:
     """`value` (lkkit's dataclasses, enums, mappings) as plain JSON values."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):

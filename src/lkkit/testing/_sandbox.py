@@ -31,6 +31,7 @@ from .._exceptions import ServerStartError
 __all__ = [
     "SANDBOX_ADDRESS",
     "check_loopback_only",
+    "inside_sandbox",
     "local_addresses",
     "run_in_sandbox",
 ]
@@ -118,11 +119,16 @@ def _set_up_inside() -> None:
     _run(ip, "link", "set", _VETH[1], "up")
 
 
+def inside_sandbox() -> bool:
+    """Whether this process runs inside lkkit's loopback sandbox."""
+    return os.environ.get(_ENV_INSIDE) == "1"
+
+
 def run_in_sandbox(command: Sequence[str]) -> int:
     """Run `command` in a new loopback-only network namespace; return its exit code."""
     if not command:
         raise ValueError("no command to run")
-    if os.environ.get(_ENV_INSIDE) == "1":
+    if inside_sandbox():
         return subprocess.call(list(command))
     unshare = shutil.which("unshare")
     if unshare is None:

@@ -1,17 +1,50 @@
-"""lkkit demo: a local livekit-server, two sessions in one room, one message, two leaves.
+"""`lkkit demo`: a local livekit-server, two sessions in one room, a message, a large
+message, two leaves; what each side saw is printed.
 
-Run it with `python3 -m nox -s demo` (it builds the server once and runs in lkkit's
-loopback sandbox, so all traffic stays on 127.0.0.0/8).
+This module is also the demo's source to read: everything below is lkkit's public API
+and `lkkit.testing`. `python3 -m nox -s demo` runs it too. Where WebRTC media could
+leave 127.0.0.0/8 it runs inside lkkit's loopback sandbox.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 
 import anyio
 
 import lkkit
 from lkkit.testing import LocalLiveKitServer
+
+from ._common import CommandFailed, example, rerun_in_sandbox_if_needed
+
+__all__ = ["register"]
+
+
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add the `demo` command to `commands`."""
+    demo = commands.add_parser(
+        "demo",
+        help="run the demo: a local server, two sessions, messages, leaves",
+        description="Start a local livekit-server (built on first use); alice and bob "
+        "join one room, alice sends a text message and a 1 MiB message (a native "
+        "stream), both print what they saw, both leave. Runs inside lkkit's loopback "
+        "sandbox where WebRTC media could leave 127.0.0.0/8.",
+        **example("lkkit demo"),
+    )
+    demo.set_defaults(handler=_demo)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    status = rerun_in_sandbox_if_needed(args)
+    if status is not None:
+        return status
+    try:
+        asyncio.run(main())
+    except lkkit.LocalServerError as exc:
+        raise CommandFailed(str(exc)) from None
+    return 0
+
 
 ROOM = "demo-room"
 
@@ -75,7 +108,3 @@ async def main() -> None:
         print(
             f"alice:   left ({alice.disconnect_reason.value if alice.disconnect_reason else '?'})"
         )
-
-
-if __name__ == "__main__":
-    asyncio.run(main())
