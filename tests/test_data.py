@@ -418,6 +418,30 @@ async def test_order_large_and_small_interleaved(
         assert [m.payload for m in received] == payloads + payloads
 
 
+async def test_order_holds_when_the_sdk_reports_a_stream_after_later_packets(
+    livekit_room: LiveKitRoom,
+) -> None:
+    # The SDK's native core reports a stream's opening from a task of its own, which on
+    # a loaded machine came after a packet sent later (seen in CI). Here the opening is
+    # held back 0.3 s on purpose; the stream's raw header event still comes in order.
+    async with pair(livekit_room) as (alice, bob), bob.data.messages("late") as messages:
+        room = bob.room
+        opened = room._handle_byte_stream_opened  # lkkit's wrapper of the SDK's dispatch
+        loop = asyncio.get_running_loop()
+        setattr(  # noqa: B010 (a method of the SDK's room)
+            room, "_handle_byte_stream_opened", lambda event: loop.call_later(0.3, opened, event)
+        )
+        try:
+            big = os.urandom(40_000)
+            await alice.data.send(big, topic="late")
+            await alice.data.send(b"after", topic="late")
+            first = await receive(messages)
+            second = await receive(messages)
+        finally:
+            setattr(room, "_handle_byte_stream_opened", opened)  # noqa: B010
+    assert (first.payload, second.payload) == (big, b"after")
+
+
 async def test_two_senders_reassemble_independently(livekit_room: LiveKitRoom) -> None:
     alice = await livekit_room.join("alice")
     bob = await livekit_room.join("bob")

@@ -52,6 +52,7 @@ __all__ = [
     "room_token",
     "room_was_connected",
     "route_unclaimed_streams",
+    "stream_topic_claimed",
     "subscribe_ffi_events",
     "tap_room_events",
     "track_room",
@@ -264,17 +265,22 @@ _STREAM_OPENED = (
 )
 
 
+def stream_topic_claimed(room: rtc.Room, topic: str) -> bool:
+    """Whether the application registered its own SDK stream handler for `topic`."""
+    return any(topic in getattr(room, table) for _, table, _ in _STREAM_OPENED)
+
+
 def route_unclaimed_streams(
-    room: rtc.Room, route: Callable[[str, bool], StreamHandler | None]
+    room: rtc.Room, route: Callable[[str, bool, str], StreamHandler | None]
 ) -> Callable[[], None]:
     """Offer lkkit every native stream whose topic has no handler registered on `room`.
 
     The SDK hands a stream to the one handler registered for its exact topic and
     disposes of the rest, so "all topics" is impossible through its public API. For a
-    stream no one registered, `route(topic, is_text)` gives the handler to use (or
-    `None`: the SDK disposes of it as before); it is installed for that one dispatch
-    and removed. Handlers the application registers keep their topics. Returns the
-    function that restores the SDK's dispatch.
+    stream no one registered, `route(topic, is_text, stream_id)` gives the handler to
+    use (or `None`: the SDK disposes of it as before); it is installed for that one
+    dispatch and removed. Handlers the application registers keep their topics.
+    Returns the function that restores the SDK's dispatch.
     """
     installed: list[str] = []
     for method, table, is_text in _STREAM_OPENED:
@@ -287,8 +293,9 @@ def route_unclaimed_streams(
             handlers: dict[str, StreamHandler] = handlers,
             is_text: bool = is_text,
         ) -> None:
-            topic = event.reader.info.topic
-            handler = None if topic in handlers else route(topic, is_text)
+            info = event.reader.info
+            topic = info.topic
+            handler = None if topic in handlers else route(topic, is_text, info.stream_id)
             if handler is None:
                 original(event)
                 return

@@ -10,6 +10,7 @@ registered its own SDK handler for stay the application's.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import time
@@ -23,7 +24,13 @@ from livekit import rtc
 from .._core import SessionCore
 from .._exceptions import StreamError
 from .._participants import RemoteParticipant
-from .._sdk_compat import SdkStreamError, StreamHandler, route_unclaimed_streams
+from .._sdk_compat import (
+    SdkStreamError,
+    StreamHandler,
+    route_unclaimed_streams,
+    stream_topic_claimed,
+    tap_room_events,
+)
 from .._types import DataReliability
 from ._stream_io import IncomingStream
 from ._types import DataDropped, DataDropReason, DataKind, DataMessage, DataOptions
@@ -81,6 +88,9 @@ class NativeStreamReceiver:
         self._stream_readers = stream_readers
         self._unrouted = unrouted
         self._restore: Callable[[], None] | None = None
+        self._untap: Callable[[], None] | None = None
+        # Places taken by stream headers, by stream id, until the stream opens.
+        self._placed: dict[str, tuple[StreamSlot, asyncio.TimerHandle]] = {}
         self._reading = 0
         self._bytes = 0
         self._closed = False
@@ -100,8 +110,45 @@ class NativeStreamReceiver:
     def _bind(self, room: rtc.Room) -> None:
         if not self._closed:
             self._restore = route_unclaimed_streams(room, self._route)
+            self._untap = tap_room_events(room, self._on_raw_event)
 
-    def _route(self, topic: str, is_text: bool) -> StreamHandler | None:
+    def _on_raw_event(self, event: Any) -> None:
+        # On the loop thread, in the connection's order: a header before the packets
+        # sent after it (see the module's docstring).
+        if self._closed or event.WhichOneof("message") != "stream_header_received":
+            return
+        received = event.stream_header_received
+        header = received.header
+        room = self._core.room_or_none
+        if (
+            room is None
+            or header.stream_id in self._placed
+            or not self._wants(header.topic)
+            or stream_topic_claimed(room, header.topic)  # the application's own handler
+        ):
+            return
+        slot = self._opened(received.participant_identity)
+        # A header whose stream never opens (refused by the SDK) must not hold the
+        # sender's later messages for ever.
+        timer = asyncio.get_running_loop().call_later(
+            self._options().incomplete_timeout, self._unplace, header.stream_id
+        )
+        self._placed[header.stream_id] = (slot, timer)
+
+    def _unplace(self, stream_id: str) -> None:
+        placed = self._placed.pop(stream_id, None)
+        if placed is not None:
+            placed[1].cancel()
+            placed[0].fill(None)
+
+    def _take_place(self, stream_id: str) -> StreamSlot | None:
+        placed = self._placed.pop(stream_id, None)
+        if placed is None:
+            return None
+        placed[1].cancel()
+        return placed[0]
+
+    def _route(self, topic: str, is_text: bool, stream_id: str) -> StreamHandler | None:
         # Called by the SDK's dispatch for a stream no handler was registered for.
         # Who wants it is decided here, once; the SDK calls the handler right away.
         if self._closed:
@@ -109,6 +156,7 @@ class NativeStreamReceiver:
         whole = self._wants(topic)
         offers = self._stream_readers(topic)
         if not whole and not offers:
+            self._unplace(stream_id)  # its subscription closed since the header came
             self._unrouted()
             return None  # the SDK disposes of it unread
         kind = DataKind.TEXT_STREAM if is_text else DataKind.BYTE_STREAM
@@ -128,9 +176,12 @@ class NativeStreamReceiver:
         # Called by the SDK (sync) as the stream `_route` took opens.
         topic = reader.info.topic
         options = self._options()
+        placed = self._take_place(reader.info.stream_id)
         if self._reading >= options.max_pending_messages:
             reader.close()
             self._drop(DataDropReason.OVER_BUDGET, identity, topic, 0)
+            if placed is not None:
+                placed.fill(None)
             return
         room = self._core.room_or_none
         sdk_participant = room.remote_participants.get(identity) if room is not None else None
@@ -151,9 +202,15 @@ class NativeStreamReceiver:
         if not whole and not consumers:  # every stream subscription refused it
             reader.close()
             self._unrouted()
+            if placed is not None:
+                placed.fill(None)
             return
         self._reading += 1
-        slot = self._opened(identity) if whole else None
+        slot = None
+        if whole:
+            slot = placed if placed is not None else self._opened(identity)
+        elif placed is not None:
+            placed.fill(None)
         self._core.spawn(
             self._read(reader, identity, participant, kind, slot, consumers),
             name="native stream reader",
@@ -263,3 +320,9 @@ class NativeStreamReceiver:
         if self._restore is not None:
             self._restore()
             self._restore = None
+        if self._untap is not None:
+            self._untap()
+            self._untap = None
+        for _, timer in self._placed.values():
+            timer.cancel()
+        self._placed.clear()
