@@ -32,7 +32,7 @@ from lkkit._audio import AudioPublisher
 from lkkit._audio._sources import sine_tone
 from lkkit.testing import LocalLiveKitServer
 
-from ._harness import Comparison, report, room_name, token
+from ._harness import Comparison, cpu_seconds, report, room_name, token
 
 RATE = 48_000
 SILENT_PEAK = 100  # int16 peak at or below which a 10 ms block counts as silence
@@ -129,13 +129,6 @@ Publisher = Callable[[str, str, int, float], Awaitable[float]]
 
 
 # -- the receiver process ------------------------------------------------------------------
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of process `pid` so far (Linux /proc)."""
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def _receive(url: str, tok: str, tracks: int, seconds: float, frame_ms: int) -> None:

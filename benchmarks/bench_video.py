@@ -18,41 +18,46 @@ track-count search); the runs discarded are printed.
    `VideoSource.capture_frame(VideoFrame(w, h, RGBA, frame.reshape(-1).data))` paced
    by `asyncio.sleep` to the same schedule. That memoryview is read in place; the SDK
    copies a memoryview whose length is not its object's `len()`, which is what
-   `frame.data` of a 3-D array gives. This process's CPU only (`time.process_time`:
-   all its threads, the encoder's included), and its event-loop thread's, where lkkit
-   and the raw SDK differ. Nobody subscribes: dynacast is off (lkkit's and the SDK's
-   default), so the encoder encodes every layer whether or not anyone watches (its
-   statistics show it: frames encoded in the full-size layer), and a subscriber
-   process would only take CPU from the encoder on these 2 cores. The encoder's share
-   moves from run to run, so lkkit and raw alternate 5 times (1 with `--quick`).
-   Also timed: one capture call alone (back to back, on the event-loop thread, lkkit
-   and raw taking turns), the wrapper's own cost plus the native RGBA to I420
-   conversion each capture does synchronously, against the flat memoryview and the
-   naive `frame.tobytes()` (a copy); and at 160x90, where the conversion is small,
-   which is the sharpest view of lkkit's own cost per frame.
-2. Receive CPU per frame converted to RGB, 720p30: a receiver process alone per
-   variant, its own CPU: lkkit `session.video.stream(format=RGB)` against raw
-   `rtc.VideoStream(track, format=RGB24)` + `np.frombuffer` and raw
-   `rtc.VideoStream(track)` + `frame.convert(RGB24)`; the better raw variant is the
-   baseline. Each receiver is fed by a publisher of its kind (lkkit or raw, the same
-   stream) in this process; a run whose receiver did not get the full-size layer at
-   full rate is also run again.
-3. End-to-end latency, in the same runs: the publisher draws the frame number into
+   `frame.data` of a 3-D array gives. This process's CPU (`time.process_time`: all its
+   threads, the encoder's included), and its event-loop thread's, where lkkit and the
+   raw SDK differ. Nobody subscribes: dynacast is off (lkkit's and the SDK's default),
+   so the encoder encodes every layer whether or not anyone watches (its statistics
+   show it), and a subscriber process would only take CPU from the encoder.
+   The encoder's CPU moves by more than 10 % between runs a minute apart (its
+   bandwidth estimate, the server's and the machine's load), more than the two loops
+   differ by. So both publishers stay published in this process, in rooms of their
+   own, and only one is fed at a time: in pairs of back-to-back 3 s windows (10
+   pairs, lkkit first in every other pair), each pair's ratio taken from the same
+   minute of the machine. The median of the pairs' ratios is reported with a 95%
+   bootstrap interval. Also timed: one capture call alone (back to back, on the
+   event-loop thread, lkkit and raw taking turns), the wrapper's own cost plus the
+   native RGBA to I420 conversion each capture does synchronously, against the flat
+   memoryview and the naive `frame.tobytes()` (a copy); and at 160x90, where the
+   conversion is small, which is the sharpest view of lkkit's own cost per frame.
+2. Receive CPU per frame converted to RGB, 720p30: lkkit
+   `session.video.stream(format=RGB)` against raw `rtc.VideoStream(track,
+   format=RGB24)` + `np.frombuffer` and raw `rtc.VideoStream(track)` +
+   `frame.convert(RGB24)`, each receiver a process of its own, all three at once,
+   subscribed to the same track and measuring the same 2 s windows (15): each
+   window's ratio compares the same frames on the same machine at the same time.
+   The better raw variant is the baseline; the median of the windows' ratios is
+   reported with its 95% interval. Windows in which a receiver got under 27 fps are
+   left out.
+3. End-to-end latency, in the same run: the publisher draws the frame number into
    the pixels (12 Gray-coded black or white bars in the top quarter) and notes when
-   its capture call returned; the receiver reads the number back and notes when its
-   reader got the frame (`time.monotonic` is system-wide, so the two processes
-   compare). lkkit publisher to lkkit receiver against raw publisher to the raw
-   receiver chosen in 2.
+   its capture call returned; each receiver reads the number back and notes when its
+   reader got the frame (`time.monotonic` is system-wide, so the processes compare).
+   The same frames reach every receiver, so the publish path is common to all.
 4. The most 720p30 tracks one process publishes at full rate: every track gets
    >= 0.9 x 30 frames written per second, and a subscriber (another process, which
    samples its WebRTC statistics: frames decoded, so no Python work per frame)
    decodes >= 0.9 x 30 per second of each (the medians of the runs). Counts are tried
    in order until one fails for both; each side's result is the most it passed.
 
-Each measurement runs 3 times (5 in 1., 1 with `--quick`); lkkit and raw alternate,
-the medians are reported and every run is printed. The machine's 2 cores are shared by the
-publisher, the receiver and the server: absolute numbers move with its load, the
-ratios much less.
+In 4 each count runs 3 times (1 with `--quick`; 1 to 3 also shrink with it); lkkit and
+raw alternate, the medians are reported and every run is printed. The machine's 2
+cores are shared by the publishers, the receivers and the server: absolute numbers
+move with its load, the paired ratios much less.
 """
 
 from __future__ import annotations
@@ -60,6 +65,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import itertools
 import json
 import math
 import statistics
@@ -76,8 +82,7 @@ from livekit import rtc
 import lkkit
 from lkkit.testing import LocalLiveKitServer
 
-from ._harness import Comparison, percentile, report, room_name, token
-from .bench_audio import cpu_seconds
+from ._harness import Comparison, Paired, cpu_seconds, percentile, report, room_name, token
 
 UInt8Array = npt.NDArray[np.uint8]
 Size = tuple[int, int]
@@ -160,6 +165,7 @@ class Feeds:
     sids: list[str] = field(default_factory=list)
     tracks: list[rtc.Track] = field(default_factory=list)
     sent: dict[int, float] = field(default_factory=dict)  # frame number: capture returned
+    on: asyncio.Event = field(default_factory=asyncio.Event)  # fed while set
 
 
 @dataclass(frozen=True)
@@ -243,6 +249,7 @@ async def _lkkit_publisher(
     width, height = size
     clip = _clip(width, height)
     feeds = Feeds([0] * tracks)
+    feeds.on.set()
     async with lkkit.connect(url, tok) as session, contextlib.AsyncExitStack() as stack:
         pubs = [
             await stack.enter_async_context(
@@ -258,6 +265,7 @@ async def _lkkit_publisher(
         async def feed(i: int, pub: lkkit.VideoPublisher) -> None:
             n = 0
             while True:
+                await feeds.on.wait()
                 frame = clip[n % CLIP]
                 if numbered:
                     _draw_number(frame, n)
@@ -296,6 +304,7 @@ async def _raw_publisher(
     width, height = size
     clip = _clip(width, height)
     feeds = Feeds([0] * tracks)
+    feeds.on.set()
     room = rtc.Room()
     await room.connect(url, tok)
     sources: list[rtc.VideoSource] = []
@@ -314,6 +323,7 @@ async def _raw_publisher(
             due = time.monotonic()
             n = 0
             while True:
+                await feeds.on.wait()
                 now = time.monotonic()
                 if now < due:
                     await asyncio.sleep(due - now)
@@ -386,29 +396,36 @@ RECEIVERS = ("lkkit", "raw RGB24 stream", "raw convert()")
 PUBLISHER_OF = {"lkkit": "lkkit", "raw RGB24 stream": "raw", "raw convert()": "raw"}
 
 
-async def _receive(url: str, tok: str, variant: str, warm: float, seconds: float) -> None:
-    """Peer mode: receive the publisher's track as RGB numpy frames the `variant` way,
-    read each frame's number; from `warm` seconds after the first frame, for `seconds`,
-    count frames and this process's CPU. Prints them with (number, time got, width) of
-    each frame."""
+async def _receive(
+    url: str, tok: str, variant: str, start: float, seconds: float, windows: int
+) -> None:
+    """Peer mode: receive the publisher's track as RGB numpy frames the `variant` way
+    and read each frame's number. Over `windows` windows of `seconds`, the first from
+    `start` (`time.monotonic` is system-wide, so every receiver measures the same
+    windows), note this process's CPU, its event-loop thread's and the frames; print
+    them, with (number, time got, width) of each frame in the windows."""
     frames = 0
     got: list[tuple[int, float, int]] = []
-    first = asyncio.Event()
 
     def on_frame(rgb: UInt8Array) -> None:
         nonlocal frames
         got.append((_read_number(rgb), time.monotonic(), rgb.shape[1]))
         frames += 1
-        first.set()
 
     async def window() -> None:
-        await asyncio.wait_for(first.wait(), 30)
-        await asyncio.sleep(warm)
-        cpu, loop_cpu, n0, k0 = time.process_time(), time.thread_time(), frames, len(got)
-        await asyncio.sleep(seconds)
-        cpu, loop_cpu = time.process_time() - cpu, time.thread_time() - loop_cpu
-        result = {"cpu": cpu, "loop_cpu": loop_cpu, "frames": frames - n0, "got": got[k0:]}
-        print(json.dumps(result), flush=True)
+        if start < time.monotonic():
+            raise RuntimeError(f"{variant} receiver ready after the first window began")
+        await asyncio.sleep(start - time.monotonic())
+        first = len(got)
+        marks = [(time.process_time(), time.thread_time(), frames)]
+        for k in range(1, windows + 1):
+            await asyncio.sleep(max(0.0, start + k * seconds - time.monotonic()))
+            marks.append((time.process_time(), time.thread_time(), frames))
+        measured = [
+            [cpu1 - cpu0, loop1 - loop0, n1 - n0]
+            for (cpu0, loop0, n0), (cpu1, loop1, n1) in itertools.pairwise(marks)
+        ]
+        print(json.dumps({"windows": measured, "got": got[first:]}), flush=True)
 
     if variant == "lkkit":
         async with lkkit.connect(url, tok) as session:
@@ -592,21 +609,60 @@ async def _publish_window(
     )
 
 
-async def _publish_cost(
-    server: LocalLiveKitServer, size: Size, variant: str, warm: float, seconds: float
-) -> tuple[Window, int]:
-    """`variant` publishes one track of `size`, nobody subscribed. A run held back by
-    the bandwidth estimate is run again, twice at most. The valid window (or the
-    last) and the runs discarded."""
-    discarded = 0
-    while True:
-        room = room_name("vpub")
-        window = await _publish_window(
-            server.url, token(server, room, "tx"), variant, 1, size, warm, seconds
-        )
-        if discarded == 2 or not window.held_back:
-            return window, discarded
-        discarded += 1
+async def _publish_pairs(
+    server: LocalLiveKitServer, size: Size, pairs: int, settle: float, seconds: float
+) -> dict[str, list[Window]]:
+    """Publish CPU per frame measured in pairs of back-to-back windows.
+
+    An lkkit publisher and a raw one, one track each, in this process and in rooms of
+    their own (nobody subscribes), stay published throughout; only one of them is fed
+    at a time. Each pair feeds one for `settle` + `seconds` seconds, measuring the
+    last `seconds`, then the other the same way (lkkit first in even pairs, raw first
+    in odd ones). The machine's load and the encoders' state drift over minutes; a
+    pair's two windows are seconds apart, so each pair's ratio sees the same machine.
+    """
+    lkkit_room, raw_room = room_name("vpair"), room_name("vpair")
+    windows: dict[str, list[Window]] = {"lkkit": [], "raw": []}
+    async with (
+        _lkkit_publisher(server.url, token(server, lkkit_room, "tx"), 1, size, False) as lk,
+        _raw_publisher(server.url, token(server, raw_room, "tx"), 1, size, False) as raw,
+    ):
+        feeds = {"lkkit": lk, "raw": raw}
+        for each in feeds.values():
+            each.on.clear()
+        for variant in feeds:  # the encoders' start (key frames, first estimates)
+            feeds[variant].on.set()
+            await asyncio.sleep(2 * settle)
+            feeds[variant].on.clear()
+        for order in _orders(list(feeds), pairs):
+            for variant in order:
+                fed = feeds[variant]
+                fed.on.set()
+                await asyncio.sleep(settle)
+                encoded = await _encoded(fed.tracks)
+                cpu, loop_cpu, start = time.process_time(), time.thread_time(), time.monotonic()
+                written = fed.counts[0]
+                await asyncio.sleep(seconds)
+                cpu, loop_cpu = time.process_time() - cpu, time.thread_time() - loop_cpu
+                end = time.monotonic()
+                written = fed.counts[0] - written
+                encoded_end = await _encoded(fed.tracks)
+                fed.on.clear()
+                frames, layer = _top_layer(encoded[0], encoded_end[0])
+                windows[variant].append(
+                    Window(
+                        cpu,
+                        loop_cpu,
+                        [written],
+                        [frames],
+                        layer.width if layer else 0,
+                        _held_back(size, encoded, encoded_end, end - start),
+                        start,
+                        end,
+                        fed.sids,
+                    )
+                )
+    return windows
 
 
 async def _capture_calls(
@@ -667,76 +723,83 @@ async def _capture_calls(
 
 @dataclass(frozen=True)
 class Received:
-    """One receiver's measured window."""
+    """One receiver's windows, measured at the same times as the others'."""
 
-    ms_per_frame: float
-    loop_ms_per_frame: float
-    fps: float
-    latencies: list[float]  # ms
+    windows: list[tuple[float, float, int]]  # this process's CPU s, loop thread's, frames
+    latencies: list[float]  # ms, of every frame in the windows
     misread: int
     width: int  # the narrowest frame received (a smaller simulcast layer, or adapted)
-    held_back: bool  # the publisher, by its bandwidth estimate (see `_held_back`)
+
+    def ms_per_frame(self, k: int) -> float:
+        return 1000 * self.windows[k][0] / max(self.windows[k][2], 1)
+
+    def loop_ms_per_frame(self, k: int) -> float:
+        return 1000 * self.windows[k][1] / max(self.windows[k][2], 1)
+
+    def fps(self, k: int, seconds: float) -> float:
+        return self.windows[k][2] / seconds
 
     def latency(self, q: float) -> float:
         return percentile(self.latencies, q) if self.latencies else math.nan
 
 
-async def _receive_run(
-    server: LocalLiveKitServer, variant: str, warm: float, seconds: float
-) -> Received:
-    """One receiver process of `variant`, fed by a publisher of its kind in this
-    process."""
+RX_LEAD = 20.0  # seconds from starting the receivers to their first window
+
+
+async def _receive_side_by_side(
+    server: LocalLiveKitServer, windows: int, seconds: float
+) -> tuple[dict[str, Received], bool]:
+    """Every receiver variant at once, each its own process, all subscribed to one
+    720p30 track (numbered frames) that an lkkit publisher in this process sends;
+    they measure the same `windows` windows of `seconds`. Also whether the
+    publisher's bandwidth estimate held it back meanwhile."""
     room = room_name("vrx")
-    peer = await _spawn(
-        "receive", server.url, token(server, room, "rx"), variant, str(warm), str(seconds)
-    )
-    publisher = PUBLISHERS[PUBLISHER_OF[variant]]
+    start = time.monotonic() + RX_LEAD
+    peers = {
+        variant: await _spawn(
+            "receive",
+            server.url,
+            token(server, room, f"rx{i}"),
+            variant,
+            str(start),
+            str(seconds),
+            str(windows),
+        )
+        for i, variant in enumerate(RECEIVERS)
+    }
     try:
-        async with publisher(server.url, token(server, room, "tx"), 1, HD, True) as feeds:
-            await asyncio.sleep(warm)
-            before, start = await _encoded(feeds.tracks), time.monotonic()
-            out, _ = await asyncio.wait_for(peer.communicate(), warm + seconds + 90)
+        async with _lkkit_publisher(server.url, token(server, room, "tx"), 1, HD, True) as feeds:
+            await asyncio.sleep(max(0.0, start - time.monotonic()))
+            before = await _encoded(feeds.tracks)
+            outs = await asyncio.wait_for(
+                asyncio.gather(*(peer.communicate() for peer in peers.values())),
+                windows * seconds + 90,
+            )
             after = await _encoded(feeds.tracks)
-            held_back = _held_back(HD, before, after, time.monotonic() - start)
+            held_back = _held_back(HD, before, after, windows * seconds)
     finally:
-        if peer.returncode is None:
-            peer.kill()
-            await peer.wait()
-    result = _result(out, peer, f"{variant} receiver")
-    frames = max(result["frames"], 1)
-    latencies = []
-    misread = 0
-    for n, t, _ in result["got"]:
-        sent = feeds.sent.get(n)
-        if sent is None or not 0 <= t - sent < 5:
-            misread += 1
-        else:
-            latencies.append(1000 * (t - sent))
-    return Received(
-        1000 * result["cpu"] / frames,
-        1000 * result["loop_cpu"] / frames,
-        result["frames"] / seconds,
-        latencies,
-        misread,
-        min((w for _, _, w in result["got"]), default=0),
-        held_back,
-    )
-
-
-async def _receive_cost(
-    server: LocalLiveKitServer, variant: str, warm: float, seconds: float
-) -> tuple[Received, int]:
-    """A receive run, run again (twice at most) when the publisher was held back by
-    its bandwidth estimate or the receiver did not get the full-size layer at full
-    rate (the receiving side's estimate). The valid run (or the last) and the runs
-    discarded."""
-    discarded = 0
-    while True:
-        run = await _receive_run(server, variant, warm, seconds)
-        valid = not run.held_back and run.width == HD[0] and run.fps >= FULL_RATE
-        if discarded == 2 or valid:
-            return run, discarded
-        discarded += 1
+        for peer in peers.values():
+            if peer.returncode is None:
+                peer.kill()
+                await peer.wait()
+    received = {}
+    for (variant, peer), (out, _) in zip(peers.items(), outs, strict=True):
+        result = _result(out, peer, f"{variant} receiver")
+        latencies = []
+        misread = 0
+        for n, t, _ in result["got"]:
+            sent = feeds.sent.get(n)
+            if sent is None or not 0 <= t - sent < 5:
+                misread += 1
+            else:
+                latencies.append(1000 * (t - sent))
+        received[variant] = Received(
+            [(cpu, loop_cpu, frames) for cpu, loop_cpu, frames in result["windows"]],
+            latencies,
+            misread,
+            min((w for _, _, w in result["got"]), default=0),
+        )
+    return received, held_back
 
 
 # -- 4. most tracks ----------------------------------------------------------------------
@@ -836,59 +899,63 @@ async def main(server: LocalLiveKitServer, quick: bool) -> None:
     reps = 1 if quick else 3
     warm = 1.5 if quick else 2.0
     seconds = 3.0 if quick else 5.0
-    publish_seconds = 3.0 if quick else 6.0
     rows = []
 
-    # 1. Publish CPU per frame, one track, nobody subscribed (dynacast is off: the
-    #    encoder encodes every layer regardless; its statistics show it did).
-    #    The whole process's CPU moves from run to run with the encoder's state, so
-    #    lkkit and raw alternate 5 times here (the naive loop is only timed per call).
+    # 1. Publish CPU per frame, one track each, nobody subscribed (dynacast is off: the
+    #    encoder encodes every layer regardless; its statistics show it did), measured
+    #    in pairs of back-to-back windows.
+    pairs = 2 if quick else 10
+    settle, window = 1.0, 2.0 if quick else 3.0
     for size in (HD, FULL_HD):
         label = f"{size[0]}x{size[1]}"
-        paced = ["lkkit", "raw"]
-        runs: dict[str, list[tuple[Window, int]]] = {v: [] for v in paced}
-        for order in _orders(paced, 1 if quick else 5):
-            for variant in order:
-                runs[variant].append(
-                    await _publish_cost(server, size, variant, warm, publish_seconds)
-                )
+        windows = await _publish_pairs(server, size, pairs, settle, window)
         print(
-            f"\npublish {label} @ {FPS} fps, per run: CPU ms/frame (event-loop thread) "
-            "written/encoded fps [runs discarded: held back by the bandwidth estimate]"
+            f"\npublish {label} @ {FPS} fps, {pairs} pairs of {window:g} s windows, back to "
+            "back: CPU ms/frame (event-loop thread) written/encoded fps "
+            "[held back: by the bandwidth estimate; the pair is left out]"
         )
-        for variant, results in runs.items():
+        for variant, results in windows.items():
             print(
                 f"  {variant:9}"
                 + "".join(
                     f"  {w}"
                     + (f" width {w.width}" if w.width != size[0] else "")
-                    + (f" [{redone}]" if redone else "")
-                    for w, redone in results
+                    + (" [held back]" if w.held_back else "")
+                    for w in results
                 )
             )
+        kept = [
+            (lk, raw)
+            for lk, raw in zip(windows["lkkit"], windows["raw"], strict=True)
+            if not (lk.held_back or raw.held_back)
+        ] or list(zip(windows["lkkit"], windows["raw"], strict=True))
+        total = Paired.of([lk.ms_per_frame for lk, _ in kept], [r.ms_per_frame for _, r in kept])
+        loop = Paired.of(
+            [lk.loop_ms_per_frame for lk, _ in kept], [r.loop_ms_per_frame for _, r in kept]
+        )
         calls = await _capture_calls(server, size, 3 * reps)
         print(f"  one capture call ({CAPTURES} back to back), event-loop thread CPU (us):")
         for variant, values in calls.items():
             print(f"  {variant:9}" + "".join(f"  {v:5.0f}" for v in values))
-        cost = {v: _median([w.ms_per_frame for w, _ in rs]) for v, rs in runs.items()}
-        loop = {v: _median([w.loop_ms_per_frame for w, _ in rs]) for v, rs in runs.items()}
         call = {v: _median(values) for v, values in calls.items()}
         rows += [
             Comparison(
                 f"publish CPU per frame, {label}",
                 "ms",
-                cost["lkkit"],
-                cost["raw"],
+                _median([lk.ms_per_frame for lk, _ in kept]),
+                _median([r.ms_per_frame for _, r in kept]),
                 baseline_name="raw capture_frame, flat memoryview",
                 target="<= 1.0",
+                paired=total,
             ),
             Comparison(
                 "  of which the event-loop thread",
                 "ms",
-                loop["lkkit"],
-                loop["raw"],
+                _median([lk.loop_ms_per_frame for lk, _ in kept]),
+                _median([r.loop_ms_per_frame for _, r in kept]),
                 baseline_name="raw capture_frame, flat memoryview",
                 target="(reference)",
+                paired=loop,
             ),
             Comparison(
                 "  one capture call alone (loop thread)",
@@ -923,72 +990,79 @@ async def main(server: LocalLiveKitServer, quick: bool) -> None:
         )
     )
 
-    # 2 and 3. Receive CPU per RGB frame and latency, 720p30, receivers alone.
-    received: dict[str, list[Received]] = {v: [] for v in RECEIVERS}
-    discarded: dict[str, list[int]] = {v: [] for v in RECEIVERS}
-    for order in _orders(RECEIVERS, reps):
-        for variant in order:
-            run, redone = await _receive_cost(server, variant, warm, seconds + 2)
-            received[variant].append(run)
-            discarded[variant].append(redone)
+    # 2 and 3. Receive CPU per RGB frame and latency, 720p30: the receivers side by
+    #    side, each window measured by all of them at once.
+    rx_windows, rx_seconds = (4, 2.0) if quick else (15, 2.0)
+    received, held_back = await _receive_side_by_side(server, rx_windows, rx_seconds)
+    valid = [
+        k
+        for k in range(rx_windows)
+        if all(r.fps(k, rx_seconds) >= FULL_RATE for r in received.values())
+    ] or list(range(rx_windows))
     print(
-        f"\nreceive {HD[0]}x{HD[1]} @ {FPS} fps as RGB, per run: CPU ms/frame "
-        "(event-loop thread) fps, latency p50/p99 ms [runs discarded: publisher held "
-        "back by the bandwidth estimate, or not the full layer at full rate received]"
+        f"\nreceive {HD[0]}x{HD[1]} @ {FPS} fps as RGB, side by side, per {rx_seconds:g} s "
+        "window: CPU ms/frame (event-loop thread) fps; latency p50/p99 ms over all "
+        f"windows; {rx_windows - len(valid)} windows left out (a receiver under "
+        f"{FULL_RATE:g} fps)"
+        + (" [publisher held back by its bandwidth estimate]" if held_back else "")
     )
-    for variant, rx_runs in received.items():
+    for variant, r in received.items():
         print(
-            f"  {variant:17}"
+            f"  {variant:17} {r.latency(50):5.1f}/{r.latency(99):5.1f} ms"
+            + (f" [{r.misread} misread]" if r.misread else "")
+            + (f" [width {r.width}]" if r.width != HD[0] else "")
+            + "\n   "
             + "".join(
-                f"  {r.ms_per_frame:5.2f} ({r.loop_ms_per_frame:4.2f}) {r.fps:4.1f}, "
-                f"{r.latency(50):4.1f}/{r.latency(99):5.1f}"
-                + (f" [{r.misread} misread]" if r.misread else "")
-                + (f" [width {r.width}]" if r.width != HD[0] else "")
-                + (f" [{redone}]" if redone else "")
-                for r, redone in zip(rx_runs, discarded[variant], strict=True)
+                f"  {r.ms_per_frame(k):5.2f} ({r.loop_ms_per_frame(k):4.2f}) "
+                f"{r.fps(k, rx_seconds):4.1f}"
+                for k in range(rx_windows)
             )
         )
-    rx = {v: _median([r.ms_per_frame for r in rs]) for v, rs in received.items()}
-    rx_loop = {v: _median([r.loop_ms_per_frame for r in rs]) for v, rs in received.items()}
-    best = min(RECEIVERS[1:], key=rx.__getitem__)
+
+    def per_window(variant: str, loop_thread: bool = False) -> list[float]:
+        r = received[variant]
+        return [r.loop_ms_per_frame(k) if loop_thread else r.ms_per_frame(k) for k in valid]
+
+    best = min(RECEIVERS[1:], key=lambda v: _median(per_window(v)))
     other = next(v for v in RECEIVERS[1:] if v != best)
     rows += [
         Comparison(
             "receive CPU per RGB frame, 720p30",
             "ms",
-            rx["lkkit"],
-            rx[best],
+            _median(per_window("lkkit")),
+            _median(per_window(best)),
             baseline_name=best,
             target="<= 1.0",
+            paired=Paired.of(per_window("lkkit"), per_window(best)),
         ),
         Comparison(
             "  of which the event-loop thread",
             "ms",
-            rx_loop["lkkit"],
-            rx_loop[best],
+            _median(per_window("lkkit", True)),
+            _median(per_window(best, True)),
             baseline_name=best,
             target="(reference)",
+            paired=Paired.of(per_window("lkkit", True), per_window(best, True)),
         ),
         Comparison(
             "  vs the other raw variant",
             "ms",
-            rx["lkkit"],
-            rx[other],
+            _median(per_window("lkkit")),
+            _median(per_window(other)),
             baseline_name=other,
             target="(reference)",
+            paired=Paired.of(per_window("lkkit"), per_window(other)),
         ),
     ]
-    for q in (50, 99):  # against the raw variant chosen above (picking the lower of
-        # two noisy latencies would bias the baseline down)
-        latency = {v: _median([r.latency(q) for r in rs]) for v, rs in received.items()}
+    for q in (50, 99):  # the same frames, received at the same time
         rows.append(
             Comparison(
                 f"frame latency p{q}, 720p30",
                 "ms",
-                latency["lkkit"],
-                latency[best],
-                baseline_name=f"raw publisher -> {best}",
-                target="<= 1.0",
+                received["lkkit"].latency(q),
+                received[best].latency(q),
+                baseline_name=f"{best}, the same frames",
+                target="(reference)",
             )
         )
 
@@ -1043,5 +1117,5 @@ if __name__ == "__main__":
     if mode == "sink":
         asyncio.run(_sink(url, tok))
     else:
-        variant, warm, secs = sys.argv[4:7]
-        asyncio.run(_receive(url, tok, variant, float(warm), float(secs)))
+        variant, start, secs, windows = sys.argv[4:8]
+        asyncio.run(_receive(url, tok, variant, float(start), float(secs), int(windows)))

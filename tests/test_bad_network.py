@@ -1,8 +1,9 @@
-"""Bad networks inside the loopback sandbox: a blackout (`lo` down for 2 s) and a
-bottleneck (`tc tbf`: 400 kbit/s with up to 150 ms of queueing). Reliable messages
+"""Bad networks inside the loopback sandbox: a blackout (`lo` down for 2 s), a
+bottleneck (`tc tbf`: 400 kbit/s with up to 150 ms of queueing) and random loss
+(iptables' `statistic` match drops 10 % of UDP packets for 3 s). Reliable messages
 arrive whole and in order, lossy losses are counted, audio plays on with its holes
-counted. (`tc netem` for random loss, delay and jitter is not available: this kernel
-has no sch_netem; every sandbox packet goes over `lo`, so that is what is impaired.)"""
+counted. (`tc netem`, for delay and jitter, is not available: this kernel has no
+sch_netem. Every sandbox packet goes over `lo`, so that is what is impaired.)"""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ pytestmark = [
     pytest.mark.skipif(shutil.which("tc") is None, reason="needs tc (iproute2)"),
 ]
 
+IPTABLES = shutil.which("iptables")
 SEND_S = 6.0
 RATE = 20  # reliable and lossy messages per second each
 
@@ -65,6 +67,20 @@ async def bottleneck() -> AsyncIterator[None]:
         yield
     finally:
         _ip("tc", "qdisc", "del", "dev", "lo", "root")
+
+
+@asynccontextmanager
+async def packet_loss(percent: float) -> AsyncIterator[None]:
+    """Every UDP packet in the sandbox (WebRTC media and data) dropped with this
+    probability; the signalling, over TCP, is spared."""
+    assert IPTABLES is not None
+    rule = ["INPUT", "-p", "udp", "-m", "statistic", "--mode", "random"]
+    rule += ["--probability", f"{percent / 100:.2f}", "-j", "DROP"]
+    _ip(IPTABLES, "-A", *rule)
+    try:
+        yield
+    finally:
+        _ip(IPTABLES, "-D", *rule)
 
 
 def _message(n: int) -> bytes:
@@ -128,6 +144,9 @@ async def _exchange(livekit_room: LiveKitRoom, impairment: str) -> dict[str, flo
             if impairment == "blackout":
                 async with blackout(2.0):
                     pass
+            elif impairment == "loss":
+                async with packet_loss(10):
+                    await anyio.sleep(3.0)
             else:
                 async with bottleneck():
                     await anyio.sleep(3.0)
@@ -163,3 +182,9 @@ async def test_a_two_second_blackout_loses_no_reliable_message(livekit_room: Liv
 
 async def test_a_bottleneck_delays_but_loses_no_reliable_message(livekit_room: LiveKitRoom) -> None:
     await _exchange(livekit_room, "bottleneck")
+
+
+@pytest.mark.skipif(IPTABLES is None, reason="needs iptables (apt-get install iptables)")
+async def test_random_packet_loss_loses_no_reliable_message(livekit_room: LiveKitRoom) -> None:
+    figures = await _exchange(livekit_room, "loss")
+    assert figures["lossy lost"] >= 1  # of ~60 lossy messages sent through the loss

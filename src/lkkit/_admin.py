@@ -27,7 +27,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from types import MappingProxyType, TracebackType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import anyio
@@ -55,6 +55,7 @@ from ._types import (
 )
 
 if TYPE_CHECKING:
+    from ._data import DataStreamWriter
     from ._session import Session
 
 __all__ = ["AgentDispatch", "ParticipantInfo", "PublishedTrackInfo", "RoomAdmin", "RoomInfo"]
@@ -176,6 +177,14 @@ def _http_url(url: str) -> str:
 def _ws_url(http_url: str) -> str:
     parsed = urllib.parse.urlparse(http_url)
     return parsed._replace(scheme="wss" if parsed.scheme == "https" else "ws").geturl()
+
+
+def _participant_request(room: str, identity: str) -> tuple[api.RoomParticipantIdentity, str]:
+    """The request naming a participant, and what to say when it is not there."""
+    request = api.RoomParticipantIdentity(
+        room=_name(room, "room name"), identity=_name(identity, "identity")
+    )
+    return request, f"no participant {identity!r} in room {room!r}"
 
 
 def _not_found(what: str) -> ServerApiNotFound:
@@ -417,10 +426,8 @@ class RoomAdmin:
         Raises:
             ServerApiNotFound: no such room or participant.
         """
-        request = api.RoomParticipantIdentity(
-            room=_name(room, "room name"), identity=_name(identity, "identity")
-        )
-        with self._answering(f"no participant {identity!r} in room {room!r}"):
+        request, missing = _participant_request(room, identity)
+        with self._answering(missing):
             await self._client().room.remove_participant(request)
 
     async def get_participant(self, room: str, identity: str) -> ParticipantInfo:
@@ -429,10 +436,8 @@ class RoomAdmin:
         Raises:
             ServerApiNotFound: no such room or participant.
         """
-        request = api.RoomParticipantIdentity(
-            room=_name(room, "room name"), identity=_name(identity, "identity")
-        )
-        with self._answering(f"no participant {identity!r} in room {room!r}"):
+        request, missing = _participant_request(room, identity)
+        with self._answering(missing):
             return ParticipantInfo._from_api(await self._client().room.get_participant(request))
 
     async def mute_published_track(
@@ -537,33 +542,33 @@ class RoomAdmin:
         # Joining would create a missing room: look first, as a packet send would fail.
         if not await self.list_rooms([room]):
             raise _not_found(f"no room {room!r}")
-        sent = 0
         identity = f"lkkit-server-{secrets.token_hex(4)}"
         async with self._data_sender(room, identity) as session:
+            stream: DataStreamWriter[Any]
+            pieces: list[tuple[Any, int]]  # str for a text stream, bytes otherwise
             if isinstance(payload, str):
                 # Whole characters per write: a UTF-8 character is at most 4 bytes.
-                text = await session.data.open_text_stream(
+                step = _STREAM_WRITE_BYTES // 4
+                texts = [payload[i : i + step] for i in range(0, len(payload), step)]
+                pieces = [(text, len(text.encode())) for text in texts]
+                stream = await session.data.open_text_stream(
                     topic=topic, to=identities, total_size=len(data)
                 )
-                async with text:
-                    step = _STREAM_WRITE_BYTES // 4
-                    for start in range(0, len(payload), step):
-                        piece = payload[start : start + step]
-                        await text.write(piece)
-                        sent += len(piece.encode())
-                        if on_progress is not None:
-                            on_progress(sent, len(data))
             else:
-                binary = await session.data.open_byte_stream(
+                step = _STREAM_WRITE_BYTES
+                pieces = [
+                    (data[i : i + step], len(data[i : i + step])) for i in range(0, len(data), step)
+                ]
+                stream = await session.data.open_byte_stream(
                     topic=topic, to=identities, total_size=len(data)
                 )
-                async with binary:
-                    for start in range(0, len(data), _STREAM_WRITE_BYTES):
-                        chunk = data[start : start + _STREAM_WRITE_BYTES]
-                        await binary.write(chunk)
-                        sent += len(chunk)
-                        if on_progress is not None:
-                            on_progress(sent, len(data))
+            sent = 0
+            async with stream:
+                for piece, size in pieces:
+                    await stream.write(piece)
+                    sent += size
+                    if on_progress is not None:
+                        on_progress(sent, len(data))
         return identity
 
     @asynccontextmanager

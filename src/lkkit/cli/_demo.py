@@ -14,7 +14,6 @@ import asyncio
 import anyio
 
 import lkkit
-from lkkit.testing import LocalLiveKitServer
 
 from ._common import CommandFailed, example, rerun_in_sandbox_if_needed
 
@@ -62,6 +61,9 @@ async def next_join_or_leave(events: lkkit.EventSubscription[lkkit.Event]) -> st
 
 
 async def main() -> None:
+    # Imported here: `lkkit agent run` loads this module and must stay light.
+    from lkkit.testing import LocalLiveKitServer
+
     async with LocalLiveKitServer() as server:
         print(f"server:  {server.url} (livekit-server, real)")
 
