@@ -148,8 +148,13 @@ async def test_cancelling_connect_at_any_moment_leaves_no_participant(
     await cancel_at("after-native-join", after_native_join)
     await cancel_at("waiting-for-the-sid", waiting_for_the_sid)
 
-    # Every join the watcher saw is followed by its leave within the server's batch.
+    # Every join the watcher saw is followed by its leave: within the server's batch,
+    # or, for a native join that lands late on a loaded machine (CI once: after lkkit's
+    # connect timeout, later than one batch), soon after it lands.
     await asyncio.sleep(BATCH_S + 1.0)
+    with anyio.move_on_after(20.0):
+        while not joined <= left | {"probe"}:
+            await asyncio.sleep(0.1)
     assert joined <= left | {"probe"}, f"joined but never left: {joined - left}"
     remaining = await identities_in(livekit_room)
     assert remaining.isdisjoint(identities), f"still in the room: {remaining}"

@@ -161,8 +161,8 @@ _last_leave: float | None = None
 
 
 def exit_after_native_teardown() -> None:
-    """A room was just left: make the interpreter's exit wait until
-    `NATIVE_TEARDOWN_GRACE_S` after the last leave.
+    """A room was just left, or a join just failed: make the interpreter's exit wait
+    until `NATIVE_TEARDOWN_GRACE_S` after the last of them.
 
     The native layer goes on tearing the room's connections down after `disconnect`
     returns. A process that exits during that (the SDK's `atexit` disposal) aborts now

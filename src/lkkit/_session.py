@@ -786,9 +786,10 @@ class Session:
             with anyio.CancelScope(shield=True):
                 core.run_close_hooks()
                 await core.tasks.aclose()
-                room = core.room_or_none
-                if room is not None and room_was_connected(room):
-                    exit_after_native_teardown()  # however the room was left
+                if self._joining is not None:
+                    # However the room was left, and also when the join failed: the
+                    # native layer tears a refused or timed-out join down too.
+                    exit_after_native_teardown()
                 core.state = SessionState.CLOSED
                 self._ended.set()
 
