@@ -21,13 +21,14 @@ participant, track or dispatch) and [`ServerApiNotAllowed`][lkkit.ServerApiNotAl
 from __future__ import annotations
 
 import asyncio
+import enum
 import secrets
 import urllib.parse
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from types import MappingProxyType, TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import aiohttp
 import anyio
@@ -98,6 +99,17 @@ class RoomInfo:
         )
 
 
+_E = TypeVar("_E", bound=enum.Enum)
+
+
+def _enum_named(cls: type[_E], name: str, default: _E) -> _E:
+    """The member of `cls` whose value is the protobuf enum `name` in lower case."""
+    try:
+        return cls(name.lower())
+    except ValueError:
+        return default
+
+
 @dataclass(frozen=True, slots=True)
 class PublishedTrackInfo:
     """A track a participant publishes, as the server API describes it."""
@@ -110,12 +122,10 @@ class PublishedTrackInfo:
 
     @classmethod
     def _from_api(cls, track: api.TrackInfo) -> PublishedTrackInfo:
-        kind_name = api.TrackType.Name(track.type).lower()
-        known = {k.value for k in TrackKind}
         return cls(
             sid=track.sid,
             name=track.name,
-            kind=TrackKind(kind_name) if kind_name in known else TrackKind.UNKNOWN,
+            kind=_enum_named(TrackKind, api.TrackType.Name(track.type), TrackKind.UNKNOWN),
             source=track_source_from_sdk(int(track.source)),
             muted=track.muted,
         )
@@ -139,8 +149,6 @@ class ParticipantInfo:
 
     @classmethod
     def _from_api(cls, info: api.ParticipantInfo) -> ParticipantInfo:
-        kind_name = api.ParticipantInfo.Kind.Name(info.kind).lower()
-        known = {k.value for k in ParticipantKind}
         permission = info.permission
         return cls(
             sid=info.sid,
@@ -148,7 +156,9 @@ class ParticipantInfo:
             name=info.name,
             metadata=info.metadata,
             attributes=MappingProxyType(dict(info.attributes)),
-            kind=ParticipantKind(kind_name) if kind_name in known else ParticipantKind.STANDARD,
+            kind=_enum_named(
+                ParticipantKind, api.ParticipantInfo.Kind.Name(info.kind), ParticipantKind.STANDARD
+            ),
             permissions=ParticipantPermissions(
                 can_subscribe=permission.can_subscribe,
                 can_publish=permission.can_publish,

@@ -110,7 +110,14 @@ def rerun_in_sandbox_if_needed(args: argparse.Namespace) -> int | None:
 
 
 def to_json(value: object) -> Any:
-    """`value` (lkkit's dataclasses, enums, mappings) as plain JSON values."""
+    """`value` (lkkit's dataclasses, enums, mappings) as plain JSON values; live
+    participants by identity, publications by sid."""
+    from .._participants import Participant, TrackPublication
+
+    if isinstance(value, Participant):
+        return value.identity
+    if isinstance(value, TrackPublication):
+        return value.sid
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {f.name: to_json(getattr(value, f.name)) for f in dataclasses.fields(value)}
     if isinstance(value, enum.Enum):

@@ -12,7 +12,6 @@ import asyncio
 import base64
 import contextlib
 import dataclasses
-import enum
 import json
 import logging
 import secrets
@@ -22,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from ._common import add_output, add_url, example, url
+from ._common import add_output, add_url, example, to_json, url
 from ._token import _add_credentials, _credentials
 
 if TYPE_CHECKING:
@@ -62,31 +61,12 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     listen.set_defaults(handler=_listen)
 
 
-def _plain(value: object) -> Any:
-    """A field value as JSON: participants by identity, publications by sid."""
-    from .._participants import Participant, TrackPublication
-
-    if isinstance(value, Participant):
-        return value.identity
-    if isinstance(value, TrackPublication):
-        return value.sid
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, enum.Enum):
-        return _plain(value.value)
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
-
-
 def event_record(event: Event) -> dict[str, Any]:
     """An event as a JSON object: `type`, `event` (its class) and its shown fields."""
     record: dict[str, Any] = {"type": "event", "event": type(event).__name__}
     for field in dataclasses.fields(event):
         if field.repr:
-            record[field.name] = _plain(getattr(event, field.name))
+            record[field.name] = to_json(getattr(event, field.name))
     return record
 
 
